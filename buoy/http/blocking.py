@@ -1,0 +1,95 @@
+"""Blocking queries and consistency modes, shared by every read endpoint that supports them.
+
+A read computes ``(index, payload)`` under the state lock. With ``?index=N`` it returns at once if the
+index is already past N; otherwise it sleeps on the topics it read until one of them changes (or ``wait``
+plus jitter passes), then computes again. Unrelated writes never wake it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from buoy.durations import parse_duration
+from buoy.http.errors import bad_request
+from buoy.http.respond import render
+from buoy.server.state.store import Topic
+
+Compute = Callable[[], tuple[int, Any]]
+
+
+def parse_wait(request: web.Request) -> tuple[int, float]:
+    cfg = request.app["agent"].cfg
+    q = request.query
+    index = 0
+    if "index" in q:
+        try:
+            index = int(q["index"])
+            if index < 0:
+                raise ValueError
+        except ValueError:
+            raise bad_request("Invalid index") from None
+    wait = cfg.default_query_time
+    if "wait" in q:
+        try:
+            wait = parse_duration(q["wait"])
+            if wait < 0:
+                raise ValueError
+        except ValueError:
+            raise bad_request("Invalid wait time") from None
+    wait = min(wait, cfg.max_query_time) if wait else cfg.default_query_time
+    return index, wait + random.uniform(0, wait / 16)
+
+
+async def consistency(request: web.Request) -> str:
+    """Check ``?stale``/``?consistent`` and make the local state fit for the requested mode."""
+    q = request.query
+    stale, consistent = "stale" in q, "consistent" in q
+    if stale and consistent:
+        raise bad_request("Cannot specify ?stale with ?consistent, conflicting semantics.")
+    server = request.app["agent"].server
+    if consistent:
+        await server.barrier()
+        return "consistent"
+    if stale:
+        return "stale"
+    await server.require_leader()
+    return "leader"
+
+
+def headers_for(request: web.Request, index: int, mode: str) -> dict[str, str]:
+    server = request.app["agent"].server
+    return {
+        "X-Consul-Index": str(max(index, 1)),
+        "X-Consul-KnownLeader": "true" if server.known_leader else "false",
+        "X-Consul-LastContact": str(server.last_contact_ms()),
+        "X-Consul-Effective-Consistency": mode,
+    }
+
+
+async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topic] = (),
+                   prefixes: Iterable[str] = ()) -> web.Response:
+    min_index, wait = parse_wait(request)
+    mode = await consistency(request)
+    server = request.app["agent"].server
+    lock = server.store.lock
+
+    def run() -> tuple[int, Any]:
+        with lock:
+            return compute()
+
+    index, payload = run()
+    if min_index and index <= min_index:
+        loop = request.app["loop"]
+        deadline = loop.time() + wait
+        topics, prefixes = list(topics), list(prefixes)
+        while index <= min_index:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await server.hub.wait(topics, prefixes, remaining)
+            index, payload = run()
+    return render(request, payload, headers_for(request, index, mode))

@@ -1,0 +1,210 @@
+"""``/v1/catalog``: register, deregister, datacenters, nodes, services, service/:s, node/:n,
+node-services/:n."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from buoy.http import encode
+from buoy.http.blocking import blocking
+from buoy.http.decode import Fields, read_json
+from buoy.http.errors import bad_request
+from buoy.http.filters import node_meta_filter, tag_filter
+from buoy.http.respond import json_response
+
+routes = web.RouteTableDef()
+
+REGISTER_FIELDS = {"ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
+                   "Checks", "SkipNodeUpdate", "Namespace", "Partition", "PeerName", "Locality", "Token",
+                   "EnterpriseMeta", "WriteRequest"}
+SERVICE_FIELDS = {"ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "Kind", "Proxy",
+                  "Connect", "Weights", "EnableTagOverride", "SocketPath", "Namespace", "Partition",
+                  "PeerName", "Datacenter", "Locality", "CreateIndex", "ModifyIndex"}
+CHECK_FIELDS = {"Node", "CheckID", "ID", "Name", "Notes", "Status", "Output", "ServiceID", "ServiceName",
+                "ServiceTags", "Type", "Interval", "Timeout", "Definition", "ExposedPort", "Namespace",
+                "Partition", "PeerName", "CreateIndex", "ModifyIndex"}
+DEREGISTER_FIELDS = {"Node", "ServiceID", "CheckID", "Datacenter", "Namespace", "Partition", "PeerName", "Token",
+                     "WriteRequest"}
+HEALTH = ("passing", "warning", "critical", "maintenance")
+
+
+def _service(data: Any) -> dict[str, Any]:
+    f = Fields(data, "Service", SERVICE_FIELDS)
+    name = f.str("Service")
+    if not name:
+        raise bad_request("Missing service name")
+    port = f.int("Port")
+    if not 0 <= port <= 65535:
+        raise bad_request(f"Invalid service port {port}")
+    weights = Fields(f.obj("Weights"), "Service.Weights", {"Passing", "Warning"})
+    svc: dict[str, Any] = {
+        "ID": f.str("ID") or name,
+        "Service": name,
+        "Tags": f.str_list("Tags"),
+        "Address": f.str("Address"),
+        "TaggedAddresses": f.raw("TaggedAddresses", {}),
+        "Meta": f.str_map("Meta"),
+        "Port": port,
+        "Weights": {"Passing": weights.int("Passing", 1), "Warning": weights.int("Warning", 1)},
+        "EnableTagOverride": f.bool("EnableTagOverride"),
+        "Kind": f.str("Kind"),
+    }
+    for extra in ("Proxy", "Connect"):
+        if f.obj(extra) is not None:
+            svc[extra] = f.obj(extra)
+    return svc
+
+
+def _check(data: Any, node: str, i: int) -> dict[str, Any]:
+    f = Fields(data, f"Checks[{i}]", CHECK_FIELDS)
+    check_id = f.str("CheckID") or f.str("ID") or f.str("Name")
+    if not check_id:
+        raise bad_request("Missing check name")
+    status = f.str("Status") or "critical"
+    if status not in HEALTH:
+        raise bad_request(f"Invalid check status {status!r}")
+    definition = f.obj("Definition") or {}
+    return {
+        "Node": f.str("Node") or node,
+        "CheckID": check_id,
+        "Name": f.str("Name") or check_id,
+        "Status": status,
+        "Notes": f.str("Notes"),
+        "Output": f.str("Output"),
+        "ServiceID": f.str("ServiceID"),
+        "Type": f.str("Type"),
+        "Interval": f.str("Interval") or str(definition.get("Interval", "") or ""),
+        "Timeout": f.str("Timeout") or str(definition.get("Timeout", "") or ""),
+        "ExposedPort": 0,
+        "Definition": definition,
+    }
+
+
+def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
+    """A catalog registration in the canonical form the state store applies."""
+    f = Fields(body, "Request", REGISTER_FIELDS)
+    node = f.str("Node")
+    if not node:
+        raise bad_request("Missing node name")
+    address = f.str("Address")
+    if not address:
+        raise bad_request("Missing node address")
+    dc = f.str("Datacenter") or default_dc
+    reg: dict[str, Any] = {
+        "Node": node, "Address": address, "ID": f.str("ID"), "Datacenter": dc,
+        "TaggedAddresses": f.str_map("TaggedAddresses"), "Meta": f.str_map("NodeMeta"),
+        "SkipNodeUpdate": f.bool("SkipNodeUpdate"), "Service": None, "Checks": [],
+    }
+    if f.obj("Service") is not None:
+        reg["Service"] = _service(f.obj("Service"))
+    raw_checks: list[Any] = []
+    if f.obj("Check") is not None:
+        raw_checks.append(f.obj("Check"))
+    extra = f.raw("Checks", [])
+    if not isinstance(extra, list):
+        raise bad_request("Request decode failed: Request.Checks: expected a list")
+    raw_checks.extend(extra)
+    reg["Checks"] = [_check(c, node, i) for i, c in enumerate(raw_checks)]
+    for check in reg["Checks"]:
+        if check["Node"] != node:
+            raise bad_request(f"Check node {check['Node']!r} does not match registration node {node!r}")
+    return reg
+
+
+@routes.put("/v1/catalog/register")
+async def register(request: web.Request) -> web.Response:
+    agent = request.app["agent"]
+    reg = parse_registration(await read_json(request), agent.cfg.datacenter)
+    return json_response(request, await agent.server.apply({"op": "catalog.register", "reg": reg}))
+
+
+@routes.put("/v1/catalog/deregister")
+async def deregister(request: web.Request) -> web.Response:
+    agent = request.app["agent"]
+    f = Fields(await read_json(request), "Request", DEREGISTER_FIELDS)
+    node = f.str("Node")
+    if not node:
+        raise bad_request("Missing node name")
+    cmd = {"op": "catalog.deregister", "node": node, "service_id": f.str("ServiceID"), "check_id": f.str("CheckID")}
+    return json_response(request, await agent.server.apply(cmd))
+
+
+@routes.get("/v1/catalog/datacenters")
+async def datacenters(request: web.Request) -> web.Response:
+    return json_response(request, [request.app["agent"].cfg.datacenter])
+
+
+@routes.get("/v1/catalog/nodes")
+async def nodes(request: web.Request) -> web.Response:
+    catalog = request.app["agent"].server.store.catalog
+    meta_ok = node_meta_filter(request)
+
+    def compute() -> tuple[int, Any]:
+        rows = [n for name, n in sorted(catalog.nodes.items()) if meta_ok(n)]
+        return catalog.index["nodes"], rows
+
+    return await blocking(request, compute, topics=[("nodes",)])
+
+
+@routes.get("/v1/catalog/services")
+async def services(request: web.Request) -> web.Response:
+    catalog = request.app["agent"].server.store.catalog
+    meta_ok = node_meta_filter(request)
+
+    def compute() -> tuple[int, Any]:
+        out: dict[str, list[str]] = {}
+        for name, members in sorted(catalog.by_name.items()):
+            tags: list[str] = []
+            for node, sid in members:
+                if not meta_ok(catalog.nodes[node]):
+                    continue
+                tags.extend(t for t in catalog.services[node][sid]["Tags"] if t not in tags)
+                out[name] = tags
+        return catalog.index["services"], out
+
+    return await blocking(request, compute, topics=[("services",), ("nodes",)])
+
+
+@routes.get("/v1/catalog/service/{service}")
+async def service(request: web.Request) -> web.Response:
+    name = request.match_info["service"]
+    catalog = request.app["agent"].server.store.catalog
+    tags_ok, meta_ok = tag_filter(request), node_meta_filter(request)
+
+    def compute() -> tuple[int, Any]:
+        rows = [encode.service_node(n, s) for n, s in catalog.instances(name) if tags_ok(s) and meta_ok(n)]
+        return catalog.name_index(name), rows
+
+    return await blocking(request, compute, topics=[("service", name)])
+
+
+@routes.get("/v1/catalog/node/{node}")
+async def node(request: web.Request) -> web.Response:
+    name = request.match_info["node"]
+    catalog = request.app["agent"].server.store.catalog
+
+    def compute() -> tuple[int, Any]:
+        row = catalog.nodes.get(name)
+        if row is None:
+            return catalog.node_idx(name), None
+        svcs = {sid: encode.agent_service(s) for sid, s in sorted(catalog.services[name].items())}
+        return catalog.node_idx(name), {"Node": row, "Services": svcs}
+
+    return await blocking(request, compute, topics=[("node", name)])
+
+
+@routes.get("/v1/catalog/node-services/{node}")
+async def node_services(request: web.Request) -> web.Response:
+    name = request.match_info["node"]
+    catalog = request.app["agent"].server.store.catalog
+
+    def compute() -> tuple[int, Any]:
+        row = catalog.nodes.get(name)
+        if row is None:
+            return catalog.node_idx(name), None
+        svcs = [encode.agent_service(s) for _sid, s in sorted(catalog.services[name].items())]
+        return catalog.node_idx(name), {"Node": row, "Services": svcs}
+
+    return await blocking(request, compute, topics=[("node", name)])

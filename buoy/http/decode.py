@@ -1,0 +1,127 @@
+"""Request bodies: bounded reads, JSON with Consul's case-insensitive field names, typed field access.
+
+Every problem becomes a 400 (or 413 for size) with a one-line reason before anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from buoy.durations import parse_duration
+from buoy.http.errors import HTTPError, bad_request
+
+MAX_JSON_BODY = 4 * 1024 * 1024
+
+
+async def read_body(request: web.Request, limit: int, what: str = "Request body") -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without reading it all into memory."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(declared, limit)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(size: int, limit: int) -> HTTPError:
+    return HTTPError(
+        413,
+        f"Request body({size} bytes) too large, max size: {limit} bytes. See "
+        "https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size.",
+    )
+
+
+async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
+    """The decoded JSON body, or None when the body is empty."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad_request(f"Request decode failed: {e}") from None
+
+
+class Fields:
+    """A JSON object read the way Go's decoder reads it: field names match case-insensitively.
+
+    ``allowed`` lists the field names Consul's struct has; anything else is refused, as Consul refuses
+    unknown fields on the endpoints that use strict decoding.
+    """
+
+    def __init__(self, data: Any, what: str, allowed: set[str] | None = None) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise bad_request(f"Request decode failed: {what}: expected a JSON object")
+        self.what = what
+        self._data = {str(k).lower().replace("_", ""): v for k, v in data.items()}
+        if allowed is not None:
+            known = {a.lower().replace("_", "") for a in allowed}
+            for k in data:
+                if str(k).lower().replace("_", "") not in known:
+                    raise bad_request(f"Request decode failed: {what}: unknown field {k!r}")
+
+    def has(self, name: str) -> bool:
+        return self.raw(name) is not None
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        v = self._data.get(name.lower().replace("_", ""))
+        return default if v is None else v
+
+    def _typed(self, name: str, kinds: type | tuple[type, ...], label: str, default: Any) -> Any:
+        v = self.raw(name)
+        if v is None:
+            return default
+        if isinstance(v, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+            raise bad_request(f"Request decode failed: {self.what}.{name}: expected {label}")
+        if not isinstance(v, kinds):
+            raise bad_request(f"Request decode failed: {self.what}.{name}: expected {label}")
+        return v
+
+    def str(self, name: str, default: str = "") -> str:
+        return self._typed(name, str, "a string", default)
+
+    def int(self, name: str, default: int = 0) -> int:
+        return self._typed(name, int, "an integer", default)
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        return self._typed(name, bool, "a boolean", default)
+
+    def str_list(self, name: str) -> list[str]:
+        v = self._typed(name, list, "a list of strings", [])
+        if not all(isinstance(x, str) for x in v):
+            raise bad_request(f"Request decode failed: {self.what}.{name}: expected a list of strings")
+        return list(v)
+
+    def str_map(self, name: str) -> dict[str, str]:
+        v = self._typed(name, dict, "an object of strings", {})
+        if not all(isinstance(x, str) for x in v.values()):
+            raise bad_request(f"Request decode failed: {self.what}.{name}: expected an object of strings")
+        return dict(v)
+
+    def obj(self, name: str) -> Any:
+        return self._typed(name, dict, "an object", None)
+
+    def duration(self, name: str, default: float | None = None) -> float | None:
+        """A Go duration string, or a number of nanoseconds (how Go encodes time.Duration)."""
+        v = self.raw(name)
+        if v is None:
+            return default
+        if isinstance(v, bool):
+            raise bad_request(f"Request decode failed: {self.what}.{name}: expected a duration")
+        if isinstance(v, int | float):
+            return v / 1e9
+        if isinstance(v, str):
+            try:
+                return parse_duration(v)
+            except ValueError:
+                raise bad_request(f"Request decode failed: {self.what}.{name}: invalid duration {v!r}") from None
+        raise bad_request(f"Request decode failed: {self.what}.{name}: expected a duration")

@@ -1,0 +1,81 @@
+"""``/v1/health``: node, checks, service (``passing``, ``tag``, ``node-meta``), state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from buoy.http import encode
+from buoy.http.blocking import blocking
+from buoy.http.errors import HTTPError
+from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/health/node/{node}")
+async def node(request: web.Request) -> web.Response:
+    name = request.match_info["node"]
+    catalog = request.app["agent"].server.store.catalog
+
+    def compute() -> tuple[int, Any]:
+        checks = sorted(catalog.checks.get(name, {}).values(), key=lambda c: c["CheckID"])
+        return catalog.node_idx(name), checks
+
+    return await blocking(request, compute, topics=[("node", name)])
+
+
+@routes.get("/v1/health/checks/{service}")
+async def checks(request: web.Request) -> web.Response:
+    name = request.match_info["service"]
+    catalog = request.app["agent"].server.store.catalog
+    meta_ok = node_meta_filter(request)
+
+    def compute() -> tuple[int, Any]:
+        out = []
+        for n, s in catalog.instances(name):
+            if meta_ok(n):
+                out.extend(c for c in catalog.service_checks(n["Node"], s["ID"]) if c["ServiceID"] == s["ID"])
+        return catalog.name_index(name), out
+
+    return await blocking(request, compute, topics=[("service", name)])
+
+
+@routes.get("/v1/health/service/{service}")
+async def service(request: web.Request) -> web.Response:
+    name = request.match_info["service"]
+    catalog = request.app["agent"].server.store.catalog
+    tags_ok, meta_ok, passing = tag_filter(request), node_meta_filter(request), passing_filter(request)
+
+    def compute() -> tuple[int, Any]:
+        out = []
+        for n, s in catalog.instances(name):
+            if not (tags_ok(s) and meta_ok(n)):
+                continue
+            chks = sorted(catalog.service_checks(n["Node"], s["ID"]), key=lambda c: (c["ServiceID"], c["CheckID"]))
+            if passing and any(c["Status"] != "passing" for c in chks):
+                continue
+            out.append({"Node": n, "Service": encode.agent_service(s), "Checks": chks})
+        return catalog.name_index(name), out
+
+    return await blocking(request, compute, topics=[("service", name)])
+
+
+@routes.get("/v1/health/state/{state}")
+async def state(request: web.Request) -> web.Response:
+    wanted = request.match_info["state"]
+    if wanted not in ("any", "passing", "warning", "critical"):
+        raise HTTPError(500, f"Invalid state {wanted!r}: expected any, passing, warning or critical")
+    catalog = request.app["agent"].server.store.catalog
+    meta_ok = node_meta_filter(request)
+
+    def compute() -> tuple[int, Any]:
+        out = []
+        for node_name, chks in sorted(catalog.checks.items()):
+            if not meta_ok(catalog.nodes[node_name]):
+                continue
+            out.extend(c for _cid, c in sorted(chks.items()) if wanted == "any" or c["Status"] == wanted)
+        return catalog.index["checks"], out
+
+    return await blocking(request, compute, topics=[("checks",), ("nodes",)])

@@ -1,0 +1,114 @@
+"""``/v1/kv``: reads (single, recurse, keys with separator, raw), writes (flags, cas, acquire, release)
+and deletes (recurse, cas), with Consul's status codes and bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from buoy.http import encode
+from buoy.http.blocking import blocking
+from buoy.http.decode import read_body
+from buoy.http.errors import bad_request
+from buoy.http.respond import NOT_FOUND, Raw, json_response
+
+routes = web.RouteTableDef()
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if key.startswith("/"):
+        raise bad_request("Invalid key name: keys must not begin with '/'")
+    if "\x00" in key:
+        raise bad_request("Invalid key name: keys must not contain NUL")
+    return key
+
+
+def _uint(request: web.Request, name: str) -> int | None:
+    if name not in request.query:
+        return None
+    try:
+        value = int(request.query[name])
+        if not 0 <= value < 2**64:
+            raise ValueError
+    except ValueError:
+        raise bad_request(f"Invalid {name} value: {request.query[name]!r}") from None
+    return value
+
+
+@routes.get("/v1/kv/{key:.*}")
+async def kv_get(request: web.Request) -> web.Response:
+    key = _key(request)
+    q = request.query
+    store = request.app["agent"].server.store
+    if "keys" in q:
+        sep = q.get("separator", q.get("seperator", ""))
+
+        def keys() -> tuple[int, Any]:
+            found = store.kv.keys(key, sep)
+            return store.kv.prefix_index(key), found if (found or not key) else NOT_FOUND
+
+        return await blocking(request, keys, prefixes=[key])
+    if "recurse" in q:
+
+        def tree() -> tuple[int, Any]:
+            found = [encode.kv_pair(e) for e in store.kv.scan(key)]
+            return store.kv.prefix_index(key), found if found else NOT_FOUND
+
+        return await blocking(request, tree, prefixes=[key])
+    if not key:
+        raise bad_request("Missing key name")
+    raw = "raw" in q
+
+    def one() -> tuple[int, Any]:
+        entry = store.kv.get(key)
+        if entry is None:
+            return store.kv.index, NOT_FOUND
+        payload: Any = Raw(entry["Value"] or b"") if raw else [encode.kv_pair(entry)]
+        return entry["ModifyIndex"], payload
+
+    return await blocking(request, one, topics=[("kv", key)])
+
+
+@routes.put("/v1/kv/{key:.*}")
+async def kv_put(request: web.Request) -> web.Response:
+    key = _key(request)
+    if not key:
+        raise bad_request("Missing key name")
+    q = request.query
+    exclusive = [n for n in ("cas", "acquire", "release") if n in q]
+    if len(exclusive) > 1:
+        raise bad_request(f"Conflicting flags: {request.query_string}")
+    agent = request.app["agent"]
+    cmd: dict[str, Any] = {"op": "kv.set", "key": key, "flags": _uint(request, "flags") or 0}
+    cas = _uint(request, "cas")
+    if cas is not None:
+        cmd["cas"] = cas
+    for name in ("acquire", "release"):
+        if name in q:
+            if not q[name]:
+                raise bad_request(f"Missing session for ?{name}")
+            cmd[name] = q[name]
+    cmd["value"] = await read_body(request, agent.cfg.kv_max_value_size)
+    result = await agent.server.apply(cmd)
+    return json_response(request, result)
+
+
+@routes.delete("/v1/kv/{key:.*}")
+async def kv_delete(request: web.Request) -> web.Response:
+    key = _key(request)
+    q = request.query
+    agent = request.app["agent"]
+    cas = _uint(request, "cas")
+    if "recurse" in q:
+        if cas is not None:
+            raise bad_request(f"Conflicting flags: {request.query_string}")
+        result = await agent.server.apply({"op": "kv.delete_tree", "prefix": key})
+        return json_response(request, result)
+    if not key:
+        raise bad_request("Missing key name")
+    cmd: dict[str, Any] = {"op": "kv.delete", "key": key}
+    if cas is not None:
+        cmd["cas"] = cas
+    return json_response(request, await agent.server.apply(cmd))

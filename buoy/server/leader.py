@@ -1,0 +1,91 @@
+"""Duties only the leader runs: session TTL timers (expiry destroys the session and so releases or deletes
+its locks) and reaping old KV tombstones. Timers live in memory; a new leader restarts every TTL from
+zero, as Consul does, so a leader change never expires a session early."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from buoy.durations import parse_duration
+from buoy.server.state.store import Topic
+
+if TYPE_CHECKING:
+    from buoy.server.server import Server
+
+log = structlog.get_logger("buoy.leader")
+TTL_MULTIPLIER = 2  # Consul invalidates a session after twice its TTL without a renew
+TICK = 0.25
+TOMBSTONE_TTL = 900.0
+REAP_EVERY = 60.0
+
+
+class LeaderDuties:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.deadlines: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = True
+        server.hub.listeners.append(self._on_change)
+
+    def set_leader(self, is_leader: bool) -> None:
+        if is_leader and self._task is None:
+            self.deadlines.clear()
+            self._dirty = True
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        elif not is_leader and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def _on_change(self, topics: set[Topic]) -> None:
+        if self._task is None:
+            return
+        for topic in topics:
+            if topic[0] in ("sessions", "reset"):
+                self._dirty = True
+            elif topic[0] == "renew" and topic[1] in self.deadlines:
+                self.deadlines[topic[1]] = self._deadline(topic[1])
+
+    def _deadline(self, session_id: str) -> float:
+        row = self.server.store.sessions.get(session_id)
+        ttl = parse_duration(row["TTL"]) if row and row["TTL"] else 0.0
+        return time.monotonic() + ttl * TTL_MULTIPLIER
+
+    def _resync(self) -> None:
+        with self.server.store.lock:
+            rows = {sid: row["TTL"] for sid, row in self.server.store.sessions.rows.items() if row["TTL"]}
+        for sid in list(self.deadlines):
+            if sid not in rows:
+                del self.deadlines[sid]
+        for sid in rows:
+            if sid not in self.deadlines:
+                self.deadlines[sid] = self._deadline(sid)
+
+    async def _run(self) -> None:
+        next_reap = time.monotonic() + REAP_EVERY
+        while True:
+            if self._dirty:
+                self._dirty = False
+                self._resync()
+            now = time.monotonic()
+            for sid in [s for s, t in self.deadlines.items() if t <= now]:
+                self.deadlines.pop(sid, None)
+                log.info("session expired", session=sid)
+                await self._apply({"op": "session.destroy", "id": sid})
+            if now >= next_reap:
+                next_reap = now + REAP_EVERY
+                before = time.time() - TOMBSTONE_TTL
+                with self.server.store.lock:
+                    stale = any(t < before for _i, t in self.server.store.kv.tombstones.values())
+                if stale:
+                    await self._apply({"op": "kv.reap", "before": before})
+            await asyncio.sleep(TICK)
+
+    async def _apply(self, cmd: dict) -> None:
+        try:
+            await self.server.apply(cmd)
+        except Exception as e:  # leadership may move mid-way; the next leader redoes the work
+            log.warning("leader duty failed", op=cmd["op"], error=str(e))

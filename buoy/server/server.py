@@ -1,0 +1,158 @@
+"""A Buoy server: the replicated state store, the Raft node that feeds it, blocking-query wake-ups,
+cluster formation and the leader's duties, behind a small API the HTTP handlers use."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import structlog
+
+from buoy.config import Config
+from buoy.http.errors import HTTPError
+from buoy.server.leader import LeaderDuties
+from buoy.server.membership import Membership
+from buoy.server.raft import RaftError, RaftNode
+from buoy.server.state import StateStore
+from buoy.server.watch import WatchHub
+
+log = structlog.get_logger("buoy.server")
+NO_LEADER = "No cluster leader"
+
+
+class Server:
+    def __init__(self, cfg: Config, key: bytes, node_id: str) -> None:
+        self.cfg = cfg
+        self.key = key
+        self.node_id = node_id
+        self.loop = asyncio.get_running_loop()
+        self.store = StateStore()
+        self.hub = WatchHub(self.loop)
+        self.store.notify = self.hub.notify_threadsafe
+        self.membership = Membership(cfg, key)
+        self.duties = LeaderDuties(self)
+        self.raft: RaftNode | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start Raft now if the member list is known (dev, saved), else in the background once it is."""
+        if self.cfg.dev:
+            self._start_raft([])
+        else:
+            self._tasks.append(self.loop.create_task(self._form()))
+
+    async def _form(self) -> None:
+        partners = await self.membership.form()
+        self._start_raft(partners)
+
+    def _start_raft(self, partners: list[str]) -> None:
+        data_dir = None if self.cfg.dev else f"{self.cfg.data_dir}/raft"
+        self.raft = RaftNode(
+            self.store, self.cfg.raft_addr, partners, data_dir=data_dir,
+            password=base64.b64encode(self.key).decode(),
+            on_leader_change=lambda leader: self.loop.call_soon_threadsafe(self.duties.set_leader, leader),
+        )
+        self.membership.save_members(self.raft.members())
+        log.info("raft started", addr=self.cfg.raft_addr, partners=partners)
+        self._tasks.append(self.loop.create_task(self._register_self()))
+        self._tasks.append(self.loop.create_task(self._track_members()))
+
+    async def _register_self(self) -> None:
+        """Put this server in the catalog (node, serfHealth, the ``consul`` service) and the server table."""
+        cfg = self.cfg
+        reg = {
+            "Node": cfg.node_name, "Address": cfg.advertise_addr, "ID": self.node_id, "Datacenter": cfg.datacenter,
+            "TaggedAddresses": {"lan": cfg.advertise_addr, "lan_ipv4": cfg.advertise_addr},
+            "Meta": {"consul-network-segment": ""}, "SkipNodeUpdate": False,
+            "Service": {"ID": "consul", "Service": "consul", "Tags": [], "Address": "", "TaggedAddresses": {},
+                        "Meta": {}, "Port": cfg.server_port, "Weights": {"Passing": 1, "Warning": 1},
+                        "EnableTagOverride": False, "Kind": ""},
+            "Checks": [{"Node": cfg.node_name, "CheckID": "serfHealth", "Name": "Serf Health Status",
+                        "Status": "passing", "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
+                        "Type": "", "Interval": "", "Timeout": "", "ExposedPort": 0, "Definition": {}}],
+        }
+        cmds = [
+            {"op": "server.register", "raft": cfg.raft_addr, "node": cfg.node_name, "id": self.node_id,
+             "http": cfg.http_addr},
+            {"op": "catalog.register", "reg": reg},
+        ]
+        for cmd in cmds:
+            while True:
+                try:
+                    await self.apply(cmd)
+                    break
+                except (HTTPError, RaftError) as e:
+                    log.debug("self-registration waits for a leader", error=str(e))
+                    await asyncio.sleep(0.2)
+
+    async def _track_members(self) -> None:
+        """Keep the saved member list current so a restart starts Raft with the right peers."""
+        last: list[str] = []
+        while self.raft is not None:
+            members = sorted(self.raft.members())
+            if members != last:
+                self.membership.save_members(members)
+                last = members
+            await asyncio.sleep(2.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self.duties.set_leader(False)
+        if self.raft is not None:
+            raft, self.raft = self.raft, None
+            await asyncio.get_running_loop().run_in_executor(None, raft.close)
+
+    # ---- what handlers use -------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raft is not None and self.raft.is_leader
+
+    @property
+    def leader_addr(self) -> str | None:
+        return self.raft.leader if self.raft is not None else None
+
+    @property
+    def known_leader(self) -> bool:
+        return self.leader_addr is not None
+
+    def members(self) -> list[str]:
+        return sorted(self.raft.members()) if self.raft is not None else []
+
+    def last_contact_ms(self) -> int:
+        return self.raft.last_contact_ms() if self.raft is not None else 0
+
+    def raft_status(self) -> dict[str, Any]:
+        return self.raft.status() if self.raft is not None else {"state": "none"}
+
+    async def require_leader(self) -> None:
+        if not self.known_leader:
+            raise HTTPError(500, NO_LEADER)
+
+    async def barrier(self) -> None:
+        if self.raft is None:
+            raise HTTPError(500, NO_LEADER)
+        await self.raft.barrier()
+
+    async def apply(self, cmd: dict[str, Any]) -> Any:
+        """Replicate one command; a refusal from the state machine becomes its HTTP error."""
+        if self.raft is None:
+            raise HTTPError(500, NO_LEADER)
+        cmd["ts"] = time.time()
+        result = await self.raft.apply(cmd)
+        if isinstance(result, dict) and "error" in result:
+            raise HTTPError(result["status"], result["error"])
+        return result
+
+    async def add_server(self, raft_addr: str) -> list[str]:
+        """Add a server to the cluster (leader only, one change at a time); returns the new member list."""
+        if self.raft is None:
+            raise HTTPError(500, NO_LEADER)
+        if raft_addr not in self.raft.members():
+            await self.raft.add_member(raft_addr)
+        return self.members()

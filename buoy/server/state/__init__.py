@@ -1,0 +1,5 @@
+"""The replicated state: one module per table, joined by :mod:`buoy.server.state.store`."""
+
+from buoy.server.state.store import Rejected, StateStore
+
+__all__ = ["Rejected", "StateStore"]

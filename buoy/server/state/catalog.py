@@ -1,0 +1,254 @@
+"""The catalog table: nodes, the services on them and their health checks, in Consul's shapes.
+
+Besides the rows it keeps the indexes blocking queries need: one per table, one per service name and
+one per node, so a watcher of ``web`` wakes only when something about ``web`` changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from buoy.server.state.errors import Rejected
+from buoy.server.state.undo import UndoLog
+
+HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
+
+
+class CatalogTable:
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.services: dict[str, dict[str, dict[str, Any]]] = {}  # node -> service id -> AgentService
+        self.checks: dict[str, dict[str, dict[str, Any]]] = {}  # node -> check id -> HealthCheck
+        self.by_name: dict[str, set[tuple[str, str]]] = {}  # service name -> {(node, service id)}
+        self.service_index: dict[str, int] = {}
+        self.node_index: dict[str, int] = {}
+        self.index = {"nodes": 0, "services": 0, "checks": 0}
+
+    # ---- reads -------------------------------------------------------------------------------------
+
+    def instances(self, name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(node, service) pairs of a service, in a stable order (node name, then service id)."""
+        pairs = sorted(self.by_name.get(name, ()))
+        return [(self.nodes[n], self.services[n][sid]) for n, sid in pairs]
+
+    def service_checks(self, node: str, service_id: str) -> list[dict[str, Any]]:
+        """The checks that decide an instance's health: the node's own checks and the service's."""
+        return [c for c in self.checks.get(node, {}).values() if c["ServiceID"] in ("", service_id)]
+
+    def name_index(self, name: str) -> int:
+        return self.service_index.get(name) or self.index["services"]
+
+    def node_idx(self, node: str) -> int:
+        return self.node_index.get(node) or self.index["nodes"]
+
+    # ---- writes ------------------------------------------------------------------------------------
+
+    def _snapshot_undo(self, undo: UndoLog, node: str) -> None:
+        """Remember everything about one node so a failed transaction can put it back."""
+        if not undo.enabled:
+            return
+        saved = (
+            self.nodes.get(node),
+            dict(self.services.get(node, {})),
+            dict(self.checks.get(node, {})),
+            {k: set(v) for k, v in self.by_name.items()},
+            dict(self.service_index),
+            dict(self.node_index),
+            dict(self.index),
+        )
+
+        def restore() -> None:
+            n, svcs, chks, by_name, sidx, nidx, idx = saved
+            if n is None:
+                self.nodes.pop(node, None)
+            else:
+                self.nodes[node] = n
+            self.services[node] = svcs
+            self.checks[node] = chks
+            self.by_name, self.service_index, self.node_index, self.index = by_name, sidx, nidx, idx
+
+        undo.append(restore)
+
+    def _touch_node(self, node: str, index: int, touched: set[tuple[str, ...]]) -> None:
+        """A node-level change affects every service on the node."""
+        self.node_index[node] = index
+        touched.add(("node", node))
+        for svc in self.services.get(node, {}).values():
+            self.service_index[svc["Service"]] = index
+            touched.add(("service", svc["Service"]))
+
+    def ensure_node(self, node: dict[str, Any], index: int, undo: UndoLog, touched: set[tuple[str, ...]],
+                    skip_update: bool = False) -> None:
+        name = node["Node"]
+        self._snapshot_undo(undo, name)
+        old = self.nodes.get(name)
+        if old is not None and skip_update:
+            return
+        merged = {
+            "ID": node.get("ID") or (old["ID"] if old else ""),
+            "Node": name,
+            "Address": node["Address"],
+            "Datacenter": node["Datacenter"],
+            "TaggedAddresses": node.get("TaggedAddresses") or {},
+            "Meta": node.get("Meta") or {},
+            "CreateIndex": old["CreateIndex"] if old else index,
+            "ModifyIndex": index,
+        }
+        if old is not None and {k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")} == {
+            k: v for k, v in merged.items() if k not in ("CreateIndex", "ModifyIndex")
+        }:
+            return  # an identical re-registration must not wake watchers
+        self.nodes[name] = merged
+        self.services.setdefault(name, {})
+        self.checks.setdefault(name, {})
+        self.index["nodes"] = index
+        touched.add(("nodes",))
+        self._touch_node(name, index, touched)
+
+    def ensure_service(self, node: str, svc: dict[str, Any], index: int, undo: UndoLog,
+                       touched: set[tuple[str, ...]]) -> None:
+        if node not in self.nodes:
+            raise Rejected(f"Node {node!r} is not registered", 500)
+        self._snapshot_undo(undo, node)
+        sid = svc["ID"]
+        old = self.services[node].get(sid)
+        row = dict(svc)
+        row["CreateIndex"] = old["CreateIndex"] if old else index
+        row["ModifyIndex"] = index
+        if old is not None and _same(old, row):
+            return
+        if old is not None and old["Service"] != row["Service"]:
+            self.by_name[old["Service"]].discard((node, sid))
+            if not self.by_name[old["Service"]]:
+                del self.by_name[old["Service"]]
+            self.service_index[old["Service"]] = index
+            touched.add(("service", old["Service"]))
+        self.services[node][sid] = row
+        self.by_name.setdefault(row["Service"], set()).add((node, sid))
+        self.service_index[row["Service"]] = index
+        self.node_index[node] = index
+        self.index["services"] = index
+        touched.update({("services",), ("service", row["Service"]), ("node", node)})
+
+    def ensure_check(self, check: dict[str, Any], index: int, undo: UndoLog,
+                     touched: set[tuple[str, ...]]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        node = check["Node"]
+        if node not in self.nodes:
+            raise Rejected(f"Node {node!r} is not registered", 500)
+        if check["Status"] not in HEALTH_STATES:
+            raise Rejected(f"Invalid check status {check['Status']!r}")
+        sid = check.get("ServiceID") or ""
+        svc = None
+        if sid:
+            svc = self.services[node].get(sid)
+            if svc is None:
+                raise Rejected(f"Unknown service ID {sid!r} for check {check['CheckID']!r}", 500)
+        self._snapshot_undo(undo, node)
+        old = self.checks[node].get(check["CheckID"])
+        row = dict(check)
+        row["ServiceID"] = sid
+        row["ServiceName"] = svc["Service"] if svc else ""
+        row["ServiceTags"] = list(svc["Tags"]) if svc else []
+        row["CreateIndex"] = old["CreateIndex"] if old else index
+        row["ModifyIndex"] = index
+        if old is not None and _same(old, row):
+            return old, old
+        self.checks[node][check["CheckID"]] = row
+        self.index["checks"] = index
+        touched.add(("checks",))
+        if svc:
+            self.service_index[svc["Service"]] = index
+            self.node_index[node] = index
+            touched.update({("service", svc["Service"]), ("node", node)})
+        else:
+            self._touch_node(node, index, touched)
+        return old, row
+
+    def delete_check(self, node: str, check_id: str, index: int, undo: UndoLog,
+                     touched: set[tuple[str, ...]]) -> None:
+        old = self.checks.get(node, {}).get(check_id)
+        if old is None:
+            return
+        self._snapshot_undo(undo, node)
+        del self.checks[node][check_id]
+        self.index["checks"] = index
+        touched.add(("checks",))
+        if old["ServiceID"] and old["ServiceID"] in self.services.get(node, {}):
+            self.service_index[old["ServiceName"]] = index
+            self.node_index[node] = index
+            touched.update({("service", old["ServiceName"]), ("node", node)})
+        else:
+            self._touch_node(node, index, touched)
+
+    def delete_service(self, node: str, service_id: str, index: int, undo: UndoLog,
+                       touched: set[tuple[str, ...]]) -> list[str]:
+        """Remove a service and its checks; returns the ids of the checks removed."""
+        svc = self.services.get(node, {}).get(service_id)
+        if svc is None:
+            return []
+        self._snapshot_undo(undo, node)
+        gone = [cid for cid, c in self.checks[node].items() if c["ServiceID"] == service_id]
+        for cid in gone:
+            del self.checks[node][cid]
+        if gone:
+            self.index["checks"] = index
+            touched.add(("checks",))
+        del self.services[node][service_id]
+        name = svc["Service"]
+        self.by_name[name].discard((node, service_id))
+        if not self.by_name[name]:
+            del self.by_name[name]
+        self.service_index[name] = index
+        self.node_index[node] = index
+        self.index["services"] = index
+        touched.update({("services",), ("service", name), ("node", node)})
+        return gone
+
+    def delete_node(self, node: str, index: int, undo: UndoLog, touched: set[tuple[str, ...]]) -> list[str]:
+        """Remove a node with all its services and checks; returns the ids of the checks removed."""
+        if node not in self.nodes:
+            return []
+        self._snapshot_undo(undo, node)
+        gone = list(self.checks.get(node, {}))
+        for sid in list(self.services.get(node, {})):
+            self.delete_service(node, sid, index, undo, touched)
+        self.checks.pop(node, None)
+        self.services.pop(node, None)
+        del self.nodes[node]
+        self.node_index[node] = index
+        self.index["nodes"] = index
+        self.index["checks"] = index
+        touched.update({("nodes",), ("checks",), ("node", node)})
+        return gone
+
+    # ---- snapshots ---------------------------------------------------------------------------------
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "nodes": list(self.nodes.values()),
+            "services": [[n, s] for n, svcs in self.services.items() for s in svcs.values()],
+            "checks": [c for chks in self.checks.values() for c in chks.values()],
+            "service_index": self.service_index,
+            "node_index": self.node_index,
+            "index": self.index,
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+        for node in data.get("nodes", []):
+            self.nodes[node["Node"]] = node
+            self.services[node["Node"]] = {}
+            self.checks[node["Node"]] = {}
+        for node, svc in data.get("services", []):
+            self.services[node][svc["ID"]] = svc
+            self.by_name.setdefault(svc["Service"], set()).add((node, svc["ID"]))
+        for check in data.get("checks", []):
+            self.checks[check["Node"]][check["CheckID"]] = check
+        self.service_index = dict(data.get("service_index", {}))
+        self.node_index = dict(data.get("node_index", {}))
+        self.index.update(data.get("index", {}))
+
+
+def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    skip = ("CreateIndex", "ModifyIndex")
+    return {k: v for k, v in old.items() if k not in skip} == {k: v for k, v in new.items() if k not in skip}
