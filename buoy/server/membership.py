@@ -108,7 +108,11 @@ class Membership:
                     except Exception as e:
                         log.debug("join attempt failed", addr=addr, error=str(e))
                         continue
-                    if info.get("members"):
+                    members = info.get("members")
+                    if members and me in members:
+                        # A peer already started Raft with us in its initial list: start with the same.
+                        return [m for m in members if m != me]
+                    if members:
                         joined = await self._join(session, addr)
                         if joined:
                             return [m for m in joined if m != me]

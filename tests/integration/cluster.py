@@ -1,0 +1,89 @@
+"""A real 3-server Buoy cluster on loopback for tests: processes started with -bootstrap-expect and
+-retry-join, killed by PID (SIGTERM or SIGKILL) and restarted on the same ports and data dirs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.integration.conftest import REPO, clean_env, free_port
+
+
+class Cluster:
+    def __init__(self, root: Path, size: int = 3) -> None:
+        self.root = root
+        self.size = size
+        self.key = base64.b64encode(os.urandom(32)).decode()
+        self.http = [free_port() for _ in range(size)]
+        self.raft = [free_port() for _ in range(size)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+
+    def log(self, i: int) -> Path:
+        return self.root / f"s{i}.log"
+
+    def start(self, i: int) -> None:
+        joins = [a for j in range(self.size) if j != i for a in ("-retry-join", f"127.0.0.1:{self.http[j]}")]
+        cmd = [
+            sys.executable, "-m", "buoy", "agent", "-server", "-bootstrap-expect", str(self.size),
+            "-node", f"s{i}", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+            "-http-port", str(self.http[i]), "-server-port", str(self.raft[i]), "-dns-port", "-1",
+            "-data-dir", str(self.root / f"s{i}"), "-encrypt", self.key, "-log-level", "info", *joins,
+        ]  # fmt: skip
+        with open(self.log(i), "ab") as out:
+            self.procs[i] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
+
+    def start_all(self) -> None:
+        for i in range(self.size):
+            self.start(i)
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, sig)
+            proc.wait(timeout=15)
+        self.procs[i] = None
+
+    def stop_all(self) -> None:
+        for i in range(self.size):
+            try:
+                self.kill(i, signal.SIGTERM)
+            except subprocess.TimeoutExpired:
+                self.kill(i, signal.SIGKILL)
+
+    def alive(self) -> list[int]:
+        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
+
+    def get(self, i: int, path: str) -> object:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http[i]}{path}", timeout=5) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def leader(self, i: int) -> str:
+        try:
+            return str(self.get(i, "/v1/status/leader") or "")
+        except (OSError, ValueError):
+            return ""
+
+    def wait_leader(self, among: list[int] | None = None, timeout: float = 30.0) -> int:
+        """Index of the server that every live server agrees is the leader."""
+        among = self.alive() if among is None else among
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i in among:
+                proc = self.procs[i]
+                if proc is not None and proc.poll() is not None:
+                    raise AssertionError(f"s{i} exited:\n{self.log(i).read_text()[-3000:]}")
+            seen = {self.leader(i) for i in among}
+            if len(seen) == 1 and (addr := seen.pop()):
+                port = int(addr.rsplit(":", 1)[1])
+                if port in self.raft and self.raft.index(port) in among:
+                    return self.raft.index(port)
+            time.sleep(0.1)
+        logs = "\n".join(self.log(i).read_text()[-1500:] for i in among)
+        raise AssertionError(f"no agreed leader within {timeout}s:\n{logs}")
