@@ -120,10 +120,7 @@ _HCL = SerializationOptions(with_comments=False, explicit_blocks=False, strip_st
 def _read_file(path: Path) -> dict[str, Any]:
     text = path.read_text()
     try:
-        if path.suffix == ".hcl":
-            data = hcl2.loads(text, serialization_options=_HCL)
-        else:
-            data = json.loads(text)
+        data = hcl2.loads(text, serialization_options=_HCL) if path.suffix == ".hcl" else json.loads(text)
     except Exception as e:  # both parsers raise several exception types for bad syntax
         raise ConfigError(f"{path}: cannot parse: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(data, dict):

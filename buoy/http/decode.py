@@ -5,6 +5,7 @@ Every problem becomes a 400 (or 413 for size) with a one-line reason before anyt
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any
 
@@ -56,7 +57,7 @@ class Fields:
     unknown fields on the endpoints that use strict decoding.
     """
 
-    def __init__(self, data: Any, what: str, allowed: set[str] | None = None) -> None:
+    def __init__(self, data: Any, what: builtins.str, allowed: set[builtins.str] | None = None) -> None:
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -69,14 +70,14 @@ class Fields:
                 if str(k).lower().replace("_", "") not in known:
                     raise bad_request(f"Request decode failed: {what}: unknown field {k!r}")
 
-    def has(self, name: str) -> bool:
+    def has(self, name: builtins.str) -> bool:
         return self.raw(name) is not None
 
-    def raw(self, name: str, default: Any = None) -> Any:
+    def raw(self, name: builtins.str, default: Any = None) -> Any:
         v = self._data.get(name.lower().replace("_", ""))
         return default if v is None else v
 
-    def _typed(self, name: str, kinds: type | tuple[type, ...], label: str, default: Any) -> Any:
+    def _typed(self, name: builtins.str, kinds: type | tuple[type, ...], label: builtins.str, default: Any) -> Any:
         v = self.raw(name)
         if v is None:
             return default
@@ -86,31 +87,31 @@ class Fields:
             raise bad_request(f"Request decode failed: {self.what}.{name}: expected {label}")
         return v
 
-    def str(self, name: str, default: str = "") -> str:
+    def str(self, name: builtins.str, default: builtins.str = "") -> builtins.str:
         return self._typed(name, str, "a string", default)
 
-    def int(self, name: str, default: int = 0) -> int:
+    def int(self, name: builtins.str, default: builtins.int = 0) -> builtins.int:
         return self._typed(name, int, "an integer", default)
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         return self._typed(name, bool, "a boolean", default)
 
-    def str_list(self, name: str) -> list[str]:
+    def str_list(self, name: builtins.str) -> list[builtins.str]:
         v = self._typed(name, list, "a list of strings", [])
         if not all(isinstance(x, str) for x in v):
             raise bad_request(f"Request decode failed: {self.what}.{name}: expected a list of strings")
         return list(v)
 
-    def str_map(self, name: str) -> dict[str, str]:
+    def str_map(self, name: builtins.str) -> dict[builtins.str, builtins.str]:
         v = self._typed(name, dict, "an object of strings", {})
         if not all(isinstance(x, str) for x in v.values()):
             raise bad_request(f"Request decode failed: {self.what}.{name}: expected an object of strings")
         return dict(v)
 
-    def obj(self, name: str) -> Any:
+    def obj(self, name: builtins.str) -> Any:
         return self._typed(name, dict, "an object", None)
 
-    def duration(self, name: str, default: float | None = None) -> float | None:
+    def duration(self, name: builtins.str, default: float | None = None) -> float | None:
         """A Go duration string, or a number of nanoseconds (how Go encodes time.Duration)."""
         v = self.raw(name)
         if v is None:

@@ -33,7 +33,7 @@ async def checks(request: web.Request) -> web.Response:
     meta_ok = node_meta_filter(request)
 
     def compute() -> tuple[int, Any]:
-        out = []
+        out: list[Any] = []
         for n, s in catalog.instances(name):
             if meta_ok(n):
                 out.extend(c for c in catalog.service_checks(n["Node"], s["ID"]) if c["ServiceID"] == s["ID"])
@@ -49,7 +49,7 @@ async def service(request: web.Request) -> web.Response:
     tags_ok, meta_ok, passing = tag_filter(request), node_meta_filter(request), passing_filter(request)
 
     def compute() -> tuple[int, Any]:
-        out = []
+        out: list[Any] = []
         for n, s in catalog.instances(name):
             if not (tags_ok(s) and meta_ok(n)):
                 continue
@@ -71,7 +71,7 @@ async def state(request: web.Request) -> web.Response:
     meta_ok = node_meta_filter(request)
 
     def compute() -> tuple[int, Any]:
-        out = []
+        out: list[Any] = []
         for node_name, chks in sorted(catalog.checks.items()):
             if not meta_ok(catalog.nodes[node_name]):
                 continue

@@ -54,12 +54,16 @@ class Server:
         self.raft = RaftNode(
             self.store, self.cfg.raft_addr, partners, data_dir=data_dir,
             password=base64.b64encode(self.key).decode(),
-            on_leader_change=lambda leader: self.loop.call_soon_threadsafe(self.duties.set_leader, leader),
+            on_leader_change=self._leader_changed,
         )
         self.membership.save_members(self.raft.members())
         log.info("raft started", addr=self.cfg.raft_addr, partners=partners)
         self._tasks.append(self.loop.create_task(self._register_self()))
         self._tasks.append(self.loop.create_task(self._track_members()))
+
+    def _leader_changed(self, is_leader: bool) -> None:
+        """Called on the Raft thread: leader duties run on the loop."""
+        self.loop.call_soon_threadsafe(self.duties.set_leader, is_leader)
 
     async def _register_self(self) -> None:
         """Put this server in the catalog (node, serfHealth, the ``consul`` service) and the server table."""
@@ -75,7 +79,7 @@ class Server:
                         "Status": "passing", "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
                         "Type": "", "Interval": "", "Timeout": "", "ExposedPort": 0, "Definition": {}}],
         }
-        cmds = [
+        cmds: list[dict[str, Any]] = [
             {"op": "server.register", "raft": cfg.raft_addr, "node": cfg.node_name, "id": self.node_id,
              "http": cfg.http_addr},
             {"op": "catalog.register", "reg": reg},

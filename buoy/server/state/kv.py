@@ -6,6 +6,7 @@ Entries are stored in Consul's ``KVPair`` shape with ``Value`` as bytes; the HTT
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,6 @@ from sortedcontainers import SortedDict
 
 from buoy.server.state.errors import Rejected
 from buoy.server.state.undo import UndoLog
-
 
 
 class KVTable:
@@ -180,7 +180,7 @@ class KVTable:
             if delay_until > now:
                 previous = self.lock_delay.get(key)
                 self.lock_delay[key] = delay_until
-                undo.append(lambda k=key, p=previous: self._restore_delay(k, p))
+                undo.append(functools.partial(self._restore_delay, key, previous))
             if behavior == "delete":
                 self._put(key, None, index, undo)
                 self._tombstone(key, index, now)
