@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from buoy.http import catalog, health, internal, kv, session, status, txn
+from buoy.http import catalog, forward, health, internal, kv, session, status, txn
 from buoy.http.errors import HTTPError
 from buoy.server.raft import RaftError
 
@@ -52,6 +52,7 @@ def make_app(agent: Any) -> web.Application:
     app["agent"] = agent
     app["pretty"] = agent.cfg.dev
     app["loop"] = asyncio.get_event_loop()
+    app.on_cleanup.append(forward.close)
     for module in (kv, txn, session, catalog, health, status, internal):
         app.router.add_routes(module.routes)
     return app

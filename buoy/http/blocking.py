@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from buoy.durations import parse_duration
+from buoy.http import forward
 from buoy.http.errors import bad_request
 from buoy.http.respond import render
 from buoy.server.state.store import Topic
@@ -45,7 +46,10 @@ def parse_wait(request: web.Request) -> tuple[int, float]:
 
 
 async def consistency(request: web.Request) -> str:
-    """Check ``?stale``/``?consistent`` and make the local state fit for the requested mode."""
+    """Check ``?stale``/``?consistent`` and make the local state fit for the requested mode.
+
+    Returns "forward" for a default read that only the leader may answer.
+    """
     q = request.query
     stale, consistent = "stale" in q, "consistent" in q
     if stale and consistent:
@@ -57,7 +61,7 @@ async def consistency(request: web.Request) -> str:
     if stale:
         return "stale"
     await server.require_leader()
-    return "leader"
+    return "leader" if server.is_leader else "forward"
 
 
 def headers_for(request: web.Request, index: int, mode: str) -> dict[str, str]:
@@ -74,6 +78,8 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
                    prefixes: Iterable[str] = ()) -> web.Response:
     min_index, wait = parse_wait(request)
     mode = await consistency(request)
+    if mode == "forward":
+        return await forward.to_leader(request, wait)
     server = request.app["agent"].server
     lock = server.store.lock
 

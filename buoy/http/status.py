@@ -9,7 +9,6 @@ from aiohttp import web
 
 import buoy
 from buoy.http import encode
-from buoy.http.blocking import consistency
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
@@ -27,7 +26,8 @@ async def peers(request: web.Request) -> web.Response:
 
 @routes.get("/v1/operator/raft/configuration")
 async def raft_configuration(request: web.Request) -> web.Response:
-    await consistency(request)
+    if "stale" not in request.query:
+        await request.app["agent"].server.require_leader()
     server = request.app["agent"].server
     leader_addr = server.leader_addr
     with server.store.lock:

@@ -58,6 +58,15 @@ def test_cluster_forms_and_replicates(cluster: Cluster) -> None:
     assert "leader" in out.stdout and out.stdout.count("follower") == 2
 
 
+def test_default_read_on_a_follower_sees_writes_made_elsewhere(cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    a, b = [i for i in range(3) if i != leader]
+    for n in range(30):
+        assert client(cluster, a).kv.put(f"ryw/{n}", str(n)) is True
+        _, entry = client(cluster, b).kv.get(f"ryw/{n}")  # default consistency: the leader answers
+        assert entry is not None and entry["Value"] == str(n).encode()
+
+
 def test_blocking_query_on_follower_wakes(cluster: Cluster) -> None:
     leader = cluster.wait_leader()
     follower = (leader + 1) % 3
