@@ -41,6 +41,8 @@ def parse_wait(request: web.Request) -> tuple[int, float]:
                 raise ValueError
         except ValueError:
             raise bad_request("Invalid wait time") from None
+    if not index:
+        return 0, wait
     wait = min(wait, cfg.max_query_time) if wait else cfg.default_query_time
     return index, wait + random.uniform(0, wait / 16)
 

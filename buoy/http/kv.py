@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from buoy.http import encode
@@ -37,9 +38,56 @@ def _uint(request: web.Request, name: str) -> int | None:
     return value
 
 
+class _BodyCache:
+    """Encoded JSON of recently read single keys, valid while the key's ModifyIndex is unchanged.
+
+    The plain ``GET /v1/kv/<key>`` on the leader is the hottest read there is (lock managers and config
+    pollers hammer it); serving it from here skips the generic blocking-query path and re-encoding.
+    """
+
+    LIMIT = 65536
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, tuple[int, bytes]] = {}
+
+    def body(self, entry: dict[str, Any]) -> bytes:
+        key, index = entry["Key"], entry["ModifyIndex"]
+        hit = self._bodies.get(key)
+        if hit is not None and hit[0] == index:
+            return hit[1]
+        if len(self._bodies) >= self.LIMIT:
+            self._bodies.clear()
+        body = orjson.dumps([encode.kv_pair(entry)])
+        self._bodies[key] = (index, body)
+        return body
+
+
+_cache = _BodyCache()
+
+
+def _fast_get(request: web.Request, key: str) -> web.Response | None:
+    """A plain read of an existing key on the leader, or None to take the general path."""
+    server = request.app["agent"].server
+    if not server.is_leader:
+        return None
+    store = server.store
+    with store.lock:
+        entry = store.kv.get(key)
+        if entry is None:
+            return None
+        body = _cache.body(entry)
+    return web.Response(body=body, content_type="application/json", headers={
+        "X-Consul-Index": str(entry["ModifyIndex"]), "X-Consul-KnownLeader": "true",
+        "X-Consul-LastContact": "0", "X-Consul-Effective-Consistency": "leader"})
+
+
 @routes.get("/v1/kv/{key:.*}")
 async def kv_get(request: web.Request) -> web.Response:
     key = _key(request)
+    if key and not request.query_string and not request.app["pretty"]:
+        fast = _fast_get(request, key)
+        if fast is not None:
+            return fast
     q = request.query
     store = request.app["agent"].server.store
     if "keys" in q:

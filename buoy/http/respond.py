@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 
@@ -19,15 +20,15 @@ class Raw:
 NOT_FOUND = object()
 
 
-def dumps(request: web.Request, data: Any) -> str:
-    if "pretty" in request.query or request.app["pretty"]:
-        return json.dumps(data, indent=4) + "\n"
-    return json.dumps(data, separators=(",", ":"))
+def dumps(request: web.Request, data: Any) -> bytes:
+    if request.app["pretty"] or "pretty" in request.query:
+        return json.dumps(data, indent=4).encode() + b"\n"
+    return orjson.dumps(data)
 
 
 def json_response(request: web.Request, data: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=dumps(request, data), status=status, content_type="application/json",
+    return web.Response(body=dumps(request, data), status=status, content_type="application/json",
                         headers=headers)
 
 
