@@ -17,6 +17,7 @@ from buoy.http.app import make_app
 from buoy.server.server import Server
 
 log = structlog.get_logger("buoy.agent")
+SHUTDOWN_GRACE = 5.0
 
 
 class Agent:
@@ -54,7 +55,8 @@ class Agent:
             loop.add_signal_handler(sig, self._on_signal, sig)
         key = os.urandom(32) if cfg.dev else cfg.cluster_key()
         self.server = Server(cfg, key, self.node_id)
-        runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
+        # Open blocking queries get SHUTDOWN_GRACE seconds to finish before they are cut.
+        runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         for host in cfg.client_addr.split():
             await web.TCPSite(runner, host, cfg.http_port, reuse_address=True).start()

@@ -1,0 +1,156 @@
+"""The agent process: config files (JSON and HCL), refusals at startup, logs, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from tests.integration.conftest import REPO, clean_env, free_port
+
+
+def _agent(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "buoy", "agent", *args], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
+
+
+def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "agent exited early"
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v1/status/leader", timeout=1).json():
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("agent did not answer")
+
+
+def _run_to_exit(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buoy", "agent", *args], capture_output=True, text=True,
+                          cwd=REPO, env=clean_env(), timeout=timeout)
+
+
+def test_server_refuses_to_start_without_a_key(tmp_path) -> None:
+    out = _run_to_exit("-server", "-bootstrap-expect", "1", "-data-dir", str(tmp_path), "-http-port", "1")
+    assert out.returncode == 1 and "encrypt" in out.stderr and "buoy keygen" in out.stderr
+    bad = _run_to_exit("-server", "-data-dir", str(tmp_path), "-encrypt", "not-base64!")
+    assert bad.returncode == 1 and "base64" in bad.stderr
+    short = _run_to_exit("-server", "-data-dir", str(tmp_path), "-encrypt", "c2hvcnQ=")
+    assert short.returncode == 1 and "bytes" in short.stderr
+
+
+def test_server_needs_a_data_dir() -> None:
+    out = _run_to_exit("-server", "-encrypt", "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")
+    assert out.returncode == 1 and "data_dir" in out.stderr
+
+
+def test_bad_config_file_names_file_and_key(tmp_path) -> None:
+    conf = tmp_path / "bad.json"
+    conf.write_text(json.dumps({"datacenter": "dc2", "no_such_key": 1}))
+    out = _run_to_exit("-dev", "-config-file", str(conf))
+    assert out.returncode == 1 and str(conf) in out.stderr and "no_such_key" in out.stderr
+    conf.write_text(json.dumps({"ports": {"http": "eighty"}}))
+    out = _run_to_exit("-dev", "-config-file", str(conf))
+    assert out.returncode == 1 and "ports.http" in out.stderr and "int" in out.stderr
+    hcl = tmp_path / "broken.hcl"
+    hcl.write_text("datacenter = \n")
+    out = _run_to_exit("-dev", "-config-file", str(hcl))
+    assert out.returncode == 1 and str(hcl) in out.stderr and "cannot parse" in out.stderr
+
+
+def test_config_dir_json_and_hcl_flags_win(tmp_path) -> None:
+    http_port = free_port()
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    (conf / "10-base.json").write_text(json.dumps({"datacenter": "east", "node_name": "from-json",
+                                                   "ports": {"http": http_port}}))
+    (conf / "20-more.hcl").write_text('node_name = "from-hcl"\nlimits {\n  kv_max_value_size = 10\n}\n')
+    proc = _agent("-dev", "-config-dir", str(conf), "-datacenter", "west", "-server-port", str(free_port()),
+                  "-dns-port", "-1", log=tmp_path / "agent.log")
+    try:
+        _wait_http(http_port, proc)
+        me = requests.get(f"http://127.0.0.1:{http_port}/v1/agent/self", timeout=5).json()
+        assert me["Config"]["NodeName"] == "from-hcl"  # the later file wins
+        assert me["Config"]["Datacenter"] == "west"  # the flag wins over both
+        r = requests.put(f"http://127.0.0.1:{http_port}/v1/kv/small", data=b"x" * 11, timeout=5)
+        assert r.status_code == 413
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_sigterm_shuts_down_cleanly_and_logs_json(tmp_path) -> None:
+    http_port = free_port()
+    log = tmp_path / "agent.log"
+    proc = _agent("-dev", "-http-port", str(http_port), "-server-port", str(free_port()), "-dns-port", "-1",
+                  "-log-json", "-log-level", "info", log=log)
+    try:
+        _wait_http(http_port, proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = [entry["event"] for entry in lines]
+    assert "agent started" in events and "agent stopped" in events
+    assert all("level" in entry and "timestamp" in entry for entry in lines)
+
+
+def test_second_signal_exits_at_once(tmp_path) -> None:
+    http_port = free_port()
+    proc = _agent("-dev", "-http-port", str(http_port), "-server-port", str(free_port()), "-dns-port", "-1",
+                  log=tmp_path / "agent.log")
+    try:
+        _wait_http(http_port, proc)
+        base = f"http://127.0.0.1:{http_port}/v1/kv/held"
+        requests.put(base, data=b"x", timeout=5)
+        index = requests.get(base, timeout=5).headers["X-Consul-Index"]
+        # A blocking query keeps the graceful shutdown busy (it waits for open requests), so the
+        # second signal is the one that ends the process, with exit code 1.
+        held = threading.Thread(target=lambda: _quiet_get(f"{base}?index={index}&wait=60s"), daemon=True)
+        held.start()
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        assert proc.poll() is None, "the first signal should wait for the open request"
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(15) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _quiet_get(url: str) -> None:
+    try:
+        requests.get(url, timeout=70)
+    except requests.RequestException:
+        pass  # the agent goes away under it: that is the point
+
+
+def test_dev_agent_answers_quickly(tmp_path) -> None:
+    """Not a timing assertion: -dev must answer without waiting for any election or join."""
+    http_port = free_port()
+    proc = _agent("-dev", "-http-port", str(http_port), "-server-port", str(free_port()), "-dns-port", "-1",
+                  log=tmp_path / "agent.log")
+    try:
+        _wait_http(http_port, proc)
+        r = requests.put(f"http://127.0.0.1:{http_port}/v1/kv/first", data=b"1", timeout=5)
+        assert r.json() is True
+        assert requests.get(f"http://127.0.0.1:{http_port}/v1/kv/first", timeout=5).headers["Content-Type"] \
+            == "application/json"
+    finally:
+        proc.kill()
+        proc.wait(10)

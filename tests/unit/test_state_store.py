@@ -1,0 +1,126 @@
+"""The replicated state machine on its own: deterministic indexes, transactions, sessions, snapshots."""
+
+from __future__ import annotations
+
+import copy
+
+import msgpack
+
+from buoy.server.state import StateStore
+
+
+def cmd(op: str, **kw: object) -> dict[str, object]:
+    return {"op": op, "ts": 1000.0, **kw}
+
+
+def node_reg(name: str, *, status: str = "passing") -> dict[str, object]:
+    return {"Node": name, "Address": "10.0.0.1", "ID": "", "Datacenter": "dc1", "TaggedAddresses": {}, "Meta": {},
+            "SkipNodeUpdate": False, "Service": {"ID": "web", "Service": "web", "Tags": [], "Address": "",
+                                                  "TaggedAddresses": {}, "Meta": {}, "Port": 80,
+                                                  "Weights": {"Passing": 1, "Warning": 1},
+                                                  "EnableTagOverride": False, "Kind": ""},
+            "Checks": [{"Node": name, "CheckID": "serfHealth", "Name": "serf", "Status": status, "Notes": "",
+                        "Output": "", "ServiceID": "", "Type": "", "Interval": "", "Timeout": "",
+                        "ExposedPort": 0, "Definition": {}}]}
+
+
+def session(sid: str, node: str, behavior: str = "release", delay_ns: int = 0) -> dict[str, object]:
+    return {"ID": sid, "Name": "", "Node": node, "LockDelay": delay_ns, "Behavior": behavior, "TTL": "",
+            "NodeChecks": ["serfHealth"], "ServiceChecks": None}
+
+
+def test_two_stores_fed_the_same_log_are_identical() -> None:
+    log = [cmd("kv.set", key=f"k{i}", value=b"v", flags=i) for i in range(50)]
+    log += [cmd("catalog.register", reg=node_reg("n1")), cmd("session.create", session=session("s1", "n1"))]
+    log += [cmd("kv.set", key="lock", value=b"x", acquire="s1"), cmd("kv.delete", key="k3")]
+    a, b = StateStore(), StateStore()
+    a.apply_batch(copy.deepcopy(log))
+    for c in copy.deepcopy(log):  # one command per batch on the other: same result
+        b.apply_batch([c])
+    assert a.dump() == b.dump()
+    assert a.kv.get("k10")["ModifyIndex"] == 11
+
+
+def test_txn_rolls_back_every_table_and_index() -> None:
+    s = StateStore()
+    s.apply_batch([cmd("kv.set", key="a", value=b"1")])
+    before = s.dump()
+    [result] = s.apply_batch([cmd("txn", ops=[
+        {"Verb": "set", "Key": "b", "Value": b"2", "Flags": 0, "Index": 0, "Session": ""},
+        {"Verb": "delete", "Key": "a", "Value": b"", "Flags": 0, "Index": 0, "Session": ""},
+        {"Verb": "check-index", "Key": "a", "Value": b"", "Flags": 0, "Index": 999, "Session": ""},
+    ])])
+    assert result["errors"][0]["OpIndex"] == 2
+    after = s.dump()
+    after["index"] = before["index"]  # the failed command still used a log index, as in Consul
+    assert after == before
+
+
+def test_failed_command_wakes_no_watcher() -> None:
+    s = StateStore()
+    fired: list[set] = []
+    s.notify = fired.append
+    s.apply_batch([cmd("kv.set", key="a", value=b"1", cas=5)])
+    assert fired == []
+    s.apply_batch([cmd("kv.set", key="a", value=b"1")])
+    assert fired == [{("kv", "a")}]
+
+
+def test_identical_registration_does_not_move_indexes() -> None:
+    s = StateStore()
+    s.apply_batch([cmd("catalog.register", reg=node_reg("n1"))])
+    idx = s.catalog.name_index("web")
+    fired: list[set] = []
+    s.notify = fired.append
+    s.apply_batch([cmd("catalog.register", reg=node_reg("n1"))])
+    assert s.catalog.name_index("web") == idx and fired == []
+
+
+def test_critical_node_check_invalidates_sessions_and_releases_locks() -> None:
+    s = StateStore()
+    s.apply_batch([cmd("catalog.register", reg=node_reg("n1")),
+                   cmd("session.create", session=session("s1", "n1", delay_ns=5_000_000_000)),
+                   cmd("session.create", session=session("s2", "n1", behavior="delete")),
+                   cmd("kv.set", key="l1", value=b"x", acquire="s1"),
+                   cmd("kv.set", key="l2", value=b"x", acquire="s2")])
+    s.apply_batch([cmd("catalog.register", reg=node_reg("n1", status="critical"))])
+    assert s.sessions.rows == {}
+    assert "Session" not in s.kv.get("l1") and s.kv.get("l2") is None
+    assert s.kv.lock_delay["l1"] == 1005.0
+    # lock-delay uses the command's time, so every server decides the same way
+    s.apply_batch([cmd("catalog.register", reg=node_reg("n1"))])
+    s.apply_batch([cmd("session.create", session=session("s3", "n1"))])
+    [early] = s.apply_batch([{**cmd("kv.set", key="l1", value=b"y", acquire="s3"), "ts": 1004.0}])
+    [late] = s.apply_batch([{**cmd("kv.set", key="l1", value=b"y", acquire="s3"), "ts": 1006.0}])
+    assert (early, late) == (False, True)
+
+
+def test_session_create_refused_for_critical_check() -> None:
+    s = StateStore()
+    s.apply_batch([cmd("catalog.register", reg=node_reg("n1", status="critical"))])
+    [result] = s.apply_batch([cmd("session.create", session=session("s1", "n1"))])
+    assert result["status"] == 500 and "critical" in result["error"]
+
+
+def test_snapshot_round_trip_through_msgpack() -> None:
+    s = StateStore()
+    s.apply_batch([cmd("catalog.register", reg=node_reg("n1")), cmd("session.create", session=session("s1", "n1")),
+                   cmd("kv.set", key="a/b", value=b"\x00\xff", acquire="s1"), cmd("kv.delete", key="zzz"),
+                   cmd("kv.set", key="gone", value=b"1"), cmd("kv.delete", key="gone")])
+    data = msgpack.unpackb(msgpack.packb(s.dump()), strict_map_key=False)
+    t = StateStore()
+    t.load(data)
+    assert t.dump() == s.dump()
+    assert t.kv.held == {"s1": {"a/b"}} and t.catalog.by_name == {"web": {("n1", "web")}}
+    assert t.kv.prefix_index("gone") == s.kv.prefix_index("gone")
+
+
+def test_prefix_index_includes_deletes() -> None:
+    s = StateStore()
+    s.apply_batch([cmd("kv.set", key="p/a", value=b"1"), cmd("kv.set", key="p/b", value=b"1"),
+                   cmd("kv.set", key="q", value=b"1")])
+    assert s.kv.prefix_index("p/") == 2
+    s.apply_batch([cmd("kv.delete", key="p/b")])
+    assert s.kv.prefix_index("p/") == 4
+    s.apply_batch([cmd("kv.set", key="q", value=b"2")])
+    assert s.kv.prefix_index("p/") == 4
