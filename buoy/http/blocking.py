@@ -15,6 +15,7 @@ from aiohttp import web
 
 from buoy.durations import parse_duration
 from buoy.http import forward
+from buoy.http.bexpr import Predicate, compile_filter
 from buoy.http.errors import bad_request
 from buoy.http.respond import render
 from buoy.server.state.store import Topic
@@ -66,6 +67,20 @@ async def consistency(request: web.Request) -> str:
     return "leader" if server.is_leader else "forward"
 
 
+def request_filter(request: web.Request) -> Predicate | None:
+    """The compiled ``?filter`` expression, or None; a malformed one is a 400."""
+    text = request.query.get("filter")
+    if not text:
+        return None
+    return compile_filter(text)
+
+
+def _filtered(pred: Predicate | None, payload: Any) -> Any:
+    if pred is None or not isinstance(payload, list):
+        return payload
+    return [item for item in payload if pred(item)]
+
+
 def headers_for(request: web.Request, index: int, mode: str) -> dict[str, str]:
     server = request.app["agent"].server
     return {
@@ -79,6 +94,7 @@ def headers_for(request: web.Request, index: int, mode: str) -> dict[str, str]:
 async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topic] = (),
                    prefixes: Iterable[str] = ()) -> web.Response:
     min_index, wait = parse_wait(request)
+    pred = request_filter(request)
     mode = await consistency(request)
     if mode == "forward":
         return await forward.to_leader(request, wait)
@@ -100,4 +116,4 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
                 break
             await server.hub.wait(topics, prefixes, remaining)
             index, payload = run()
-    return render(request, payload, headers_for(request, index, mode))
+    return render(request, _filtered(pred, payload), headers_for(request, index, mode))

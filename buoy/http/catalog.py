@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from buoy.http import encode
-from buoy.http.blocking import blocking
+from buoy.http.blocking import blocking, request_filter
 from buoy.http.decode import Fields, read_json
 from buoy.http.errors import bad_request
 from buoy.http.filters import node_meta_filter, tag_filter
@@ -152,13 +152,16 @@ async def nodes(request: web.Request) -> web.Response:
 async def services(request: web.Request) -> web.Response:
     catalog = request.app["agent"].server.store.catalog
     meta_ok = node_meta_filter(request)
+    pred = request_filter(request)
 
     def compute() -> tuple[int, Any]:
         out: dict[str, list[str]] = {}
         for name, members in sorted(catalog.by_name.items()):
             tags: list[str] = []
-            for node, sid in members:
+            for node, sid in sorted(members):
                 if not meta_ok(catalog.nodes[node]):
+                    continue
+                if pred is not None and not pred(encode.service_node(catalog.nodes[node], catalog.services[node][sid])):
                     continue
                 tags.extend(t for t in catalog.services[node][sid]["Tags"] if t not in tags)
                 out[name] = tags
