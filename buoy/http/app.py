@@ -26,6 +26,9 @@ def _text(status: int, text: str, headers: dict[str, str] | None = None) -> web.
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        dc = request.query.get("dc")
+        if dc and dc != request.app["agent"].cfg.datacenter:
+            raise HTTPError(500, "No path to datacenter")
         response = await handler(request)
     except HTTPError as e:
         response = _text(e.status, e.text)

@@ -49,6 +49,8 @@ def _index(base: str) -> int:
         ("GET", "/v1/catalog/nodes?node-meta=nocolon", None, 400, "node-meta"),
         ("DELETE", "/v1/catalog/register", None, 405, "method DELETE not allowed"),
         ("PUT", "/v1/session/renew/", None, 400, "Missing session"),
+        ("GET", "/v1/kv/k?dc=elsewhere", None, 500, "No path to datacenter"),
+        ("PUT", "/v1/kv/k?dc=elsewhere", b"x", 500, "No path to datacenter"),
     ],
 )
 def test_bad_request(dev_agent, base, method, path, body, status, text) -> None:
