@@ -10,9 +10,11 @@ survives) through a temporary file, rename and directory fsync.
 Current term and vote live in a separate small file, replaced durably before ``setCurrentTerm``
 returns, which pysyncobj calls before it sends a vote or a vote request.
 
-Durability points (pysyncobj never asks for them, see ``transport.py`` and ``setRaftCommitIndex``):
-``sync()`` runs before a follower acknowledges entries and before a leader advances its commit index,
-so an entry is on disk on a majority before anyone applies or reports it.
+Durability points (pysyncobj never asks for them): ``sync()`` runs before a follower acknowledges
+entries (``transport.py``) and in ``setRaftCommitIndex``, which a leader calls after its commit index
+moved and before it applies the entries or tells anyone, so an entry is on disk on a majority
+before it is applied or reported anywhere. Leaders also sync at the end of each tick
+(``syncobj.py``), overlapping their fdatasync with the followers'.
 
 pysyncobj calls ``deleteEntriesFrom`` and ``deleteEntriesTo`` with positions in the in-memory list,
 not Raft indexes. All methods run on the Raft thread.
@@ -20,6 +22,7 @@ not Raft indexes. All methods run on the Raft thread.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -43,6 +46,10 @@ _TRUNCATE = 2
 _COMMIT = 3
 
 Entry = tuple[bytes, int, int]
+
+
+class JournalInUse(RuntimeError):
+    pass
 
 
 def fail_stop(message: str) -> None:
@@ -74,6 +81,18 @@ def write_file_durably(path: str, data: bytes) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _lock_dir(directory: str, lock_path: str) -> int:
+    # Two servers appending to one journal would interleave their logs. The kernel drops the lock
+    # when its holder dies, kill -9 included.
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalInUse(f"the Raft data directory {directory} is in use by another server") from None
+    return fd
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -116,11 +135,16 @@ class DurableJournal(Journal):
         self._unsynced = False
         self._size = 0
         self._fd = -1
-        self._term, self._voted_for = self._read_meta()
-        if os.path.exists(path):
-            self._replay()
-        else:
-            self._rewrite()
+        self._lock_fd = _lock_dir(self._dir, path + ".lock")
+        try:
+            self._term, self._voted_for = self._read_meta()
+            if os.path.exists(path):
+                self._replay()
+            else:
+                self._rewrite()
+        except BaseException:
+            self.close()
+            raise
 
     # -- pysyncobj's Journal interface -------------------------------------------------------------
 
@@ -153,12 +177,10 @@ class DurableJournal(Journal):
         return len(self._entries)
 
     def _destroy(self) -> None:
-        if self._fd < 0:
-            return
-        self._flush_commit()
-        self.sync()
-        os.close(self._fd)
-        self._fd = -1
+        if self._fd >= 0:
+            self._flush_commit()
+            self.sync()
+        self.close()
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802 - pysyncobj's name
         self._commit = raftCommitIndex
@@ -208,6 +230,15 @@ class DurableJournal(Journal):
         self._unsynced = False
         if self._size > self._max_bytes and self.on_oversize is not None:
             self.on_oversize()
+
+    def close(self) -> None:
+        """Release the files without a final sync (``_destroy`` is the orderly shutdown)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
     @property
     def size(self) -> int:

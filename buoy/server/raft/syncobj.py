@@ -145,6 +145,10 @@ class ReplicatedLog(SafeSyncObj):
         # The tick thread stops when the constructing thread ends; tie it to the process instead,
         # so a node may be built from a worker thread.
         self._SyncObj__mainThread = threading.main_thread()
+        # Runs just before the tick thread waits for I/O, after a leader has sent its new entries:
+        # the leader's fdatasync then overlaps the followers' instead of following their acks
+        # (setRaftCommitIndex would otherwise do it). On followers the journal is clean by then.
+        self.addOnTickCallback(journal.sync)
 
     @replicated
     def apply_entry(self, blob: bytes) -> Any:
