@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-HELPER = Path(__file__).with_name("test_raft_helper_node.py")
+HELPER = Path(__file__).with_name("raft_node_child.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -264,15 +264,3 @@ def test_kill_all_keeps_every_acknowledged_write(make_cluster) -> None:
         lost = {k for k, v in acked.items() if state["data"].get(k) != v}
         assert not lost, f"{node.addr} lost {len(lost)} of {len(acked)} acknowledged writes"
     assert any((node.data_dir / "raft-snapshot.bin").exists() for node in cluster.nodes)
-
-
-@pytest.mark.skipif(not os.environ.get("BUOY_RAFT_BENCH"), reason="benchmark: set BUOY_RAFT_BENCH=1")
-@pytest.mark.parametrize("journal", ["durable", "memory"])
-def test_bench_apply_throughput(make_cluster, journal: str) -> None:
-    """Closed-loop writers calling apply() in the leader's process; 64-byte values, 1000 keys each."""
-    seconds = float(os.environ.get("BUOY_RAFT_BENCH_SECONDS", "6"))
-    cluster = make_cluster(memory=journal == "memory")
-    leader = cluster.leader()
-    for writers in (1, 16, 256):
-        stats = leader.result("bench", timeout=seconds + 30, writers=writers, seconds=seconds)
-        print(f"\nraft apply, 3 nodes, {journal} journal: {stats}")
