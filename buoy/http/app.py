@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from buoy.http import catalog, forward, health, internal, kv, session, status, txn
+from buoy.http.decode import MAX_JSON_BODY
 from buoy.http.errors import HTTPError
 from buoy.server.raft import RaftError
 
@@ -50,7 +51,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def make_app(agent: Any) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=agent.cfg.kv_max_value_size + 65536,
+    cfg = agent.cfg
+    largest = max(cfg.kv_max_value_size, cfg.txn_max_req_len, MAX_JSON_BODY)
+    app = web.Application(middlewares=[errors], client_max_size=largest + 1,
                           handler_args={"max_field_size": 16384})
     app["agent"] = agent
     app["pretty"] = agent.cfg.dev

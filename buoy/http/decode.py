@@ -18,23 +18,30 @@ MAX_JSON_BODY = 4 * 1024 * 1024
 
 
 async def read_body(request: web.Request, limit: int, what: str = "Request body") -> bytes:
-    """The raw body, refusing more than ``limit`` bytes without reading it all into memory."""
+    """The raw body, refusing more than ``limit`` bytes.
+
+    A declared length over the limit is refused before reading; a chunked body is cut off by aiohttp's
+    ``client_max_size`` (set just above the largest limit), so memory stays bounded either way.
+    """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise too_large(declared, limit)
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise too_large(size, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if not request.body_exists:
+        return b""
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(None, limit) from None
+    if len(body) > limit:
+        raise too_large(len(body), limit)
+    return body
 
 
-def too_large(size: int, limit: int) -> HTTPError:
+def too_large(size: int | None, limit: int) -> HTTPError:
+    what = f"Request body({size} bytes)" if size is not None else "Request body"
     return HTTPError(
         413,
-        f"Request body({size} bytes) too large, max size: {limit} bytes. See "
+        f"{what} too large, max size: {limit} bytes. See "
         "https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size.",
     )
 

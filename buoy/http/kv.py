@@ -124,20 +124,21 @@ async def kv_put(request: web.Request) -> web.Response:
     key = _key(request)
     if not key:
         raise bad_request("Missing key name")
-    q = request.query
-    exclusive = [n for n in ("cas", "acquire", "release") if n in q]
-    if len(exclusive) > 1:
-        raise bad_request(f"Conflicting flags: {request.query_string}")
     agent = request.app["agent"]
-    cmd: dict[str, Any] = {"op": "kv.set", "key": key, "flags": _uint(request, "flags") or 0}
-    cas = _uint(request, "cas")
-    if cas is not None:
-        cmd["cas"] = cas
-    for name in ("acquire", "release"):
-        if name in q:
-            if not q[name]:
-                raise bad_request(f"Missing session for ?{name}")
-            cmd[name] = q[name]
+    cmd: dict[str, Any] = {"op": "kv.set", "key": key, "flags": 0}
+    if request.query_string:
+        q = request.query
+        if sum(n in q for n in ("cas", "acquire", "release")) > 1:
+            raise bad_request(f"Conflicting flags: {request.query_string}")
+        cmd["flags"] = _uint(request, "flags") or 0
+        cas = _uint(request, "cas")
+        if cas is not None:
+            cmd["cas"] = cas
+        for name in ("acquire", "release"):
+            if name in q:
+                if not q[name]:
+                    raise bad_request(f"Missing session for ?{name}")
+                cmd[name] = q[name]
     cmd["value"] = await read_body(request, agent.cfg.kv_max_value_size)
     result = await agent.server.apply(cmd)
     return json_response(request, result)

@@ -69,6 +69,12 @@ def test_value_over_512k_is_413(dev_agent, base) -> None:
     assert r.status_code == 413 and "too large" in r.text
     assert requests.get(f"{base}/v1/kv/too-big", timeout=5).status_code == 404
     assert _index(base) == before
+    # The same without a Content-Length (chunked): cut off while reading, nothing stored.
+    chunks = (b"x" * 65536 for _ in range(9))
+    r = requests.put(f"{base}/v1/kv/too-big-chunked", data=chunks, timeout=10)
+    assert r.status_code == 413 and "too large" in r.text
+    assert requests.get(f"{base}/v1/kv/too-big-chunked", timeout=5).status_code == 404
+    assert _index(base) == before
     ok = requests.put(f"{base}/v1/kv/just-fits", data=b"x" * (512 * 1024), timeout=10)
     assert ok.status_code == 200 and ok.json() is True
 

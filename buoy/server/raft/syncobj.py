@@ -4,7 +4,7 @@ pysyncobj is pinned to 0.3.17 because of these overrides. Private names used:
 ``_SyncObj__onMessageReceived`` (overridden), ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``,
 ``_SyncObj__raftState``, ``_SyncObj__otherNodes``, ``_SyncObj__sendNextNodeIdx``,
 ``_SyncObj__generateRaftTimeout`` (overridden), ``_SyncObj__mainThread``, ``_SyncObj__thread``,
-``_SyncObj__pipeNotifier``, and the module global ``pysyncobj.syncobj.createJournal``.
+``_SyncObj__pipeNotifier``, ``_SyncObj__transport``, and the module global ``pysyncobj.syncobj.createJournal``.
 """
 
 from __future__ import annotations
@@ -147,8 +147,9 @@ class ReplicatedLog(SafeSyncObj):
         self._SyncObj__mainThread = threading.main_thread()
         # Runs just before the tick thread waits for I/O, after a leader has sent its new entries:
         # the leader's fdatasync then overlaps the followers' instead of following their acks
-        # (setRaftCommitIndex would otherwise do it). On followers the journal is clean by then.
-        self.addOnTickCallback(journal.sync)
+        # (setRaftCommitIndex would otherwise do it). A follower makes everything it appended in
+        # the last poll durable with one fdatasync and only then sends the held acknowledgements.
+        self.addOnTickCallback(self._SyncObj__transport.flush_acks)
 
     @replicated
     def apply_entry(self, blob: bytes) -> Any:
