@@ -183,8 +183,8 @@ async def service(request: web.Request) -> web.Response:
     return await blocking(request, compute, topics=[("service", name)])
 
 
-@routes.get("/v1/catalog/node/{node}")
-async def node(request: web.Request) -> web.Response:
+async def _node_view(request: web.Request, services_as_map: bool) -> web.Response:
+    """A node and its services: a map by ID for /catalog/node, a list for /catalog/node-services."""
     name = request.match_info["node"]
     catalog = request.app["agent"].server.store.catalog
 
@@ -192,22 +192,18 @@ async def node(request: web.Request) -> web.Response:
         row = catalog.nodes.get(name)
         if row is None:
             return catalog.node_idx(name), None
-        svcs = {sid: encode.agent_service(s) for sid, s in sorted(catalog.services[name].items())}
-        return catalog.node_idx(name), {"Node": row, "Services": svcs}
+        svcs = [(sid, encode.agent_service(s)) for sid, s in sorted(catalog.services[name].items())]
+        return catalog.node_idx(name), {"Node": row, "Services": dict(svcs) if services_as_map else
+                                        [s for _sid, s in svcs]}
 
     return await blocking(request, compute, topics=[("node", name)])
+
+
+@routes.get("/v1/catalog/node/{node}")
+async def node(request: web.Request) -> web.Response:
+    return await _node_view(request, services_as_map=True)
 
 
 @routes.get("/v1/catalog/node-services/{node}")
 async def node_services(request: web.Request) -> web.Response:
-    name = request.match_info["node"]
-    catalog = request.app["agent"].server.store.catalog
-
-    def compute() -> tuple[int, Any]:
-        row = catalog.nodes.get(name)
-        if row is None:
-            return catalog.node_idx(name), None
-        svcs = [encode.agent_service(s) for _sid, s in sorted(catalog.services[name].items())]
-        return catalog.node_idx(name), {"Node": row, "Services": svcs}
-
-    return await blocking(request, compute, topics=[("node", name)])
+    return await _node_view(request, services_as_map=False)

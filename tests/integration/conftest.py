@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,3 +183,19 @@ def base(dev_agent: DevAgent) -> str:
 def c(dev_agent: DevAgent) -> consul.Consul:
     """py-consul, a real Consul client, pointed at the dev agent."""
     return consul.Consul(host="127.0.0.1", port=dev_agent.http_port)
+
+
+@pytest.fixture
+def buoy(buoy_cli: Callable[..., Run], dev_agent: DevAgent) -> Callable[..., Run]:
+    """Run `buoy` against the dev agent, addressed the way most users do it: through the environment."""
+
+    def run(*args: str, input: str | bytes | None = None) -> Run:
+        return buoy_cli(*args, input=input, env={"BUOY_HTTP_ADDR": dev_agent.http_addr})
+
+    return run
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of the test's own, so tests sharing one agent never see each other's keys."""
+    return f"test-{uuid.uuid4().hex[:10]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -20,6 +22,23 @@ def _agent(*args: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "buoy", "agent", *args], stdout=out,
                                 stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
+
+
+@contextlib.contextmanager
+def _running(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """An agent process for the length of a test, killed by PID if it is still there at the end."""
+    log = tmp_path / "agent.log"
+    proc = _agent(*args, log=log)
+    try:
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _dev_flags(http_port: int, *extra: str) -> tuple[str, ...]:
+    return ("-dev", "-http-port", str(http_port), "-server-port", str(free_port()), "-dns-port", "-1", *extra)
 
 
 def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -75,33 +94,22 @@ def test_config_dir_json_and_hcl_flags_win(tmp_path) -> None:
     (conf / "10-base.json").write_text(json.dumps({"datacenter": "east", "node_name": "from-json",
                                                    "ports": {"http": http_port}}))
     (conf / "20-more.hcl").write_text('node_name = "from-hcl"\nlimits {\n  kv_max_value_size = 10\n}\n')
-    proc = _agent("-dev", "-config-dir", str(conf), "-datacenter", "west", "-server-port", str(free_port()),
-                  "-dns-port", "-1", log=tmp_path / "agent.log")
-    try:
+    with _running(tmp_path, "-dev", "-config-dir", str(conf), "-datacenter", "west", "-server-port",
+                  str(free_port()), "-dns-port", "-1") as (proc, _log):
         _wait_http(http_port, proc)
         me = requests.get(f"http://127.0.0.1:{http_port}/v1/agent/self", timeout=5).json()
         assert me["Config"]["NodeName"] == "from-hcl"  # the later file wins
         assert me["Config"]["Datacenter"] == "west"  # the flag wins over both
         r = requests.put(f"http://127.0.0.1:{http_port}/v1/kv/small", data=b"x" * 11, timeout=5)
         assert r.status_code == 413
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def test_sigterm_shuts_down_cleanly_and_logs_json(tmp_path) -> None:
     http_port = free_port()
-    log = tmp_path / "agent.log"
-    proc = _agent("-dev", "-http-port", str(http_port), "-server-port", str(free_port()), "-dns-port", "-1",
-                  "-log-json", "-log-level", "info", log=log)
-    try:
+    with _running(tmp_path, *_dev_flags(http_port, "-log-json", "-log-level", "info")) as (proc, log):
         _wait_http(http_port, proc)
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     events = [entry["event"] for entry in lines]
     assert "agent started" in events and "agent stopped" in events
@@ -110,9 +118,7 @@ def test_sigterm_shuts_down_cleanly_and_logs_json(tmp_path) -> None:
 
 def test_second_signal_exits_at_once(tmp_path) -> None:
     http_port = free_port()
-    proc = _agent("-dev", "-http-port", str(http_port), "-server-port", str(free_port()), "-dns-port", "-1",
-                  log=tmp_path / "agent.log")
-    try:
+    with _running(tmp_path, *_dev_flags(http_port)) as (proc, _log):
         _wait_http(http_port, proc)
         base = f"http://127.0.0.1:{http_port}/v1/kv/held"
         requests.put(base, data=b"x", timeout=5)
@@ -127,10 +133,6 @@ def test_second_signal_exits_at_once(tmp_path) -> None:
         assert proc.poll() is None, "the first signal should wait for the open request"
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(15) == 1
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def _quiet_get(url: str) -> None:
@@ -138,19 +140,3 @@ def _quiet_get(url: str) -> None:
         requests.get(url, timeout=70)
     except requests.RequestException:
         pass  # the agent goes away under it: that is the point
-
-
-def test_dev_agent_answers_quickly(tmp_path) -> None:
-    """Not a timing assertion: -dev must answer without waiting for any election or join."""
-    http_port = free_port()
-    proc = _agent("-dev", "-http-port", str(http_port), "-server-port", str(free_port()), "-dns-port", "-1",
-                  log=tmp_path / "agent.log")
-    try:
-        _wait_http(http_port, proc)
-        r = requests.put(f"http://127.0.0.1:{http_port}/v1/kv/first", data=b"1", timeout=5)
-        assert r.json() is True
-        assert requests.get(f"http://127.0.0.1:{http_port}/v1/kv/first", timeout=5).headers["Content-Type"] \
-            == "application/json"
-    finally:
-        proc.kill()
-        proc.wait(10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,22 +150,6 @@ def test_keygen_prints_a_fresh_32_byte_key(buoy_cli: Buoy) -> None:
 
 
 # -- against `buoy agent -dev` -------------------------------------------------------------------
-
-
-@pytest.fixture
-def buoy(buoy_cli: Buoy, dev_agent: DevAgent) -> Buoy:
-    """Run `buoy` against the dev agent, addressed the way most users do it: through the environment."""
-
-    def run(*args: str, input: str | bytes | None = None) -> Run:
-        return buoy_cli(*args, input=input, env={"BUOY_HTTP_ADDR": dev_agent.http_addr})
-
-    return run
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A key prefix of the test's own, so tests sharing one agent never see each other's keys."""
-    return f"test-{uuid.uuid4().hex[:10]}"
 
 
 def detailed(run: Run) -> dict[str, str]:

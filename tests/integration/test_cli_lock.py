@@ -21,14 +21,6 @@ Background = Callable[..., "subprocess.Popen[str]"]
 
 
 @pytest.fixture
-def buoy(buoy_cli: Buoy, dev_agent: DevAgent) -> Buoy:
-    def run(*args: str, input: str | bytes | None = None) -> Run:
-        return buoy_cli(*args, input=input, env={"BUOY_HTTP_ADDR": dev_agent.http_addr})
-
-    return run
-
-
-@pytest.fixture
 def background(buoy_background: Background, dev_agent: DevAgent) -> Background:
     return lambda *args: buoy_background(*args, env={"BUOY_HTTP_ADDR": dev_agent.http_addr})
 
