@@ -199,9 +199,10 @@ class Target:
     """A running system under test: where to send load and which processes to account CPU to."""
 
     name: str
-    port: int
+    ports: list[int]  # client (HTTP) port of every member, the leader's first
     procs: list[Proc]
     info: str = ""
+    leader: str = ""  # process name of the leader, in a cluster
     notes: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -245,7 +246,8 @@ def start_etcd(workdir: Path, timeout: float, size: int = 3) -> Target:
 
     wait_until("etcd cluster health", procs, timeout, healthy)
     lead = wait_until("etcd leader", procs, timeout, leader)
-    return Target("etcd", client[lead], procs, f"leader {lead} at 127.0.0.1:{client[lead]}")
+    ports = [client[lead]] + [client[n] for n in names if n != lead]
+    return Target("etcd", ports, procs, f"leader {lead} at 127.0.0.1:{client[lead]}", lead)
 
 
 def buoy_key(python: Path) -> str:
@@ -296,7 +298,8 @@ def start_buoy(workdir: Path, python: Path, timeout: float, size: int = 3) -> Ta
     lead = next((n for n in names if port in (server[n], http[n])), None)
     if lead is None:
         raise StartError(f"buoy: leader address {addr!r} matches no server port {server} or http port {http}")
-    return Target("buoy", http[lead], procs, f"leader {lead} at 127.0.0.1:{http[lead]} (reported {addr})")
+    ports = [http[lead]] + [http[n] for n in names if n != lead]
+    return Target("buoy", ports, procs, f"leader {lead} at 127.0.0.1:{http[lead]} (reported {addr})", lead)
 
 
 def start_bare(workdir: Path, python: Path, timeout: float, raw: bool = False) -> Target:
@@ -306,4 +309,4 @@ def start_bare(workdir: Path, python: Path, timeout: float, raw: bool = False) -
     proc = spawn(name, argv, workdir / "logs" / f"{name}.log")
     url = f"http://127.0.0.1:{port}/"
     wait_until(f"{name} server", [proc], timeout, lambda: http_json("GET", url) is not None)
-    return Target(name, port, [proc], f"127.0.0.1:{port}")
+    return Target(name, [port], [proc], f"127.0.0.1:{port}")

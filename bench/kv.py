@@ -1,6 +1,6 @@
 """KV benchmark: Buoy against a 3-member etcd cluster and a bare aiohttp handler.
 
-    python -m bench.kv [--seconds 8] [--clients 1,16,256] [--only etcd,bare] [--keep]
+    python -m bench.kv [--seconds 8] [--clients 1,16,256] [--only etcd,bare] [--target both] [--keep]
 
 Each system runs alone: it is started, loaded step by step from a separate generator process (bench.load),
 and stopped before the next one starts. See bench/README.md for what is measured and how to read it.
@@ -28,11 +28,13 @@ from bench.cluster import StartError, Target
 SYSTEMS = ("buoy", "etcd", "bare")
 WRITE = {"buoy": "buoy-put", "etcd": "etcd-put"}
 READ = {"buoy": "buoy-get", "etcd": "etcd-range", "bare": "bare-get"}
+PLACEMENTS = {"leader": ["leader"], "spread": ["spread"], "both": ["leader", "spread"]}
 
 
 @dataclass
 class Step:
     system: str
+    placement: str  # "leader" | "spread" | "-" (a single server)
     workload: str  # "write" | "read" | "fill" | "ceiling"
     clients: int
     result: dict[str, Any]
@@ -49,11 +51,17 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def placement_ports(target: Target, placement: str) -> list[int]:
+    """The leader alone, or every member with the followers first (so that a single client is on a follower)."""
+    return target.ports[:1] if placement == "leader" else target.ports[1:] + target.ports[:1]
+
+
 def run_step(
     args: argparse.Namespace,
     python: Path,
     workdir: Path,
     target: Target,
+    placement: str,
     workload: str,
     kind: str,
     clients: int,
@@ -61,7 +69,7 @@ def run_step(
     fill = workload == "fill"
     spec = {
         "kind": kind,
-        "port": target.port,
+        "ports": placement_ports(target, placement),
         "clients": clients,
         "seconds": 60.0 if fill else args.seconds,
         "warmup": 0.0 if fill else args.warmup,
@@ -96,10 +104,13 @@ def run_step(
     finally:
         cluster.stop(gen)
     wall = max(1e-9, timeline["end"] - timeline["start"])
-    cpu = {p.name: (snaps["end"][p.pid] - snaps["start"][p.pid]) / wall for p in procs}
+    mark = {target.leader: f"{target.leader}*"}  # the leader's name, starred
+    cpu = {mark.get(p.name, p.name): (snaps["end"][p.pid] - snaps["start"][p.pid]) / wall for p in procs}
     busy = (machine["end"][0] - machine["start"][0]) / wall
     steal = (machine["end"][1] - machine["start"][1]) / wall
-    return Step(target.name, workload, clients, result, cpu, max(0.0, busy - sum(cpu.values())), steal)
+    other = max(0.0, busy - sum(cpu.values()))
+    placement = placement if len(target.ports) > 1 else "-"
+    return Step(target.name, placement, workload, clients, result, cpu, other, steal)
 
 
 def problems(r: dict[str, Any]) -> str:
@@ -115,7 +126,7 @@ def describe(step: Step) -> str:
     servers = " ".join(f"{k} {v:.2f}" for k, v in step.cpu.items() if k != "gen")
     extra = f", {problems(r)}" if problems(r) != "0" else ""
     return (
-        f"{step.system:5} {step.workload:7} c={step.clients:<4} {r['ops_per_s']:9,.0f} ops/s"
+        f"{step.system:5} {step.placement:6} {step.workload:7} c={step.clients:<4} {r['ops_per_s']:9,.0f} ops/s"
         f"  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
         f"  cpu[{servers}] gen {step.cpu['gen']:.2f} other {step.other:.2f} steal {step.steal:.2f}{extra}"
     )
@@ -133,13 +144,16 @@ def bench_system(args: argparse.Namespace, python: Path, workdir: Path, system: 
     steps: list[Step] = []
     try:
         log(f"  {system} up in {time.monotonic() - t0:.1f} s: {target.info}")
-        plan: list[tuple[str, str, int]] = []
+        # One server has no second placement. Placements alternate step by step, so that both see the same
+        # state of the cluster (size of the log, of the store) at each client count.
+        placements = args.target if len(target.ports) > 1 else args.target[:1]
+        plan: list[tuple[str, str, str, int]] = []
         if system in WRITE:
-            plan.append(("fill", WRITE[system], 16))
-            plan += [("write", WRITE[system], c) for c in args.clients]
-        plan += [("read", READ[system], c) for c in args.read_clients]
-        for workload, kind, clients in plan:
-            step = run_step(args, python, workdir, target, workload, kind, clients)
+            plan.append(("leader", "fill", WRITE[system], 16))
+            plan += [(pl, "write", WRITE[system], c) for c in args.clients for pl in placements]
+        plan += [(pl, "read", READ[system], c) for c in args.read_clients for pl in placements]
+        for placement, workload, kind, clients in plan:
+            step = run_step(args, python, workdir, target, placement, workload, kind, clients)
             log("  " + describe(step))
             if workload == "fill":
                 if step.result["ops"] < args.keys:
@@ -154,7 +168,7 @@ def bench_system(args: argparse.Namespace, python: Path, workdir: Path, system: 
 def ceiling(args: argparse.Namespace, python: Path, workdir: Path) -> Step:
     target = cluster.start_bare(workdir, python, args.start_timeout, raw=True)
     try:
-        step = run_step(args, python, workdir, target, "ceiling", "bare-get", 16)
+        step = run_step(args, python, workdir, target, "leader", "ceiling", "bare-get", 16)
     finally:
         target.stop()
     log("  generator ceiling: " + describe(step))
@@ -207,10 +221,13 @@ def table(rows: list[list[str]], right: set[int]) -> str:
 
 
 def report(args: argparse.Namespace, steps: list[Step], ceil: Step | None) -> str:
-    by = {(s.system, s.workload, s.clients): s for s in steps}
+    by = {(s.system, s.placement, s.workload, s.clients): s for s in steps}
+    where = {"leader": "leader = every client on the leader",
+             "spread": "spread = clients round-robin over all members, followers first"}  # fmt: skip
     out = [
         f"KV benchmark: closed loop, {args.seconds:g} s per step after {args.warmup:g} s warm-up, "
-        f"{args.keys} keys, 64-byte values; writes and reads go to the leader",
+        f"{args.keys} keys, 64-byte values",
+        f"placement: {'; '.join(where[pl] for pl in args.target)}",
         f"machine: {machine()}",
     ]
     if ceil is not None:
@@ -220,31 +237,32 @@ def report(args: argparse.Namespace, steps: list[Step], ceil: Step | None) -> st
             f"p50 {r['p50_ms']:.2f} ms; CPU: generator {ceil.cpu['gen']:.2f}, "
             f"server {ceil.cpu['raw']:.2f}, rest of the machine {ceil.other:.2f} cores"
         )
-    head = ["workload", "clients", "peer", "buoy ops/s", "p50 ms", "p99 ms", "peer ops/s", "p50 ms", "p99 ms",
-            "ops/s ratio", "p50 ratio", "p99 ratio"]  # fmt: skip
+    head = ["workload", "clients", "placement", "peer", "buoy ops/s", "p50 ms", "p99 ms", "peer ops/s", "p50 ms",
+            "p99 ms", "ops/s ratio", "p50 ratio", "p99 ratio"]  # fmt: skip
     rows = [head]
-    pairs = [("write", c, "etcd") for c in args.clients]
-    pairs += [("read", c, peer) for c in args.read_clients for peer in ("etcd", "bare")]
-    for workload, c, peer in pairs:
-        b, p = by.get(("buoy", workload, c)), by.get((peer, workload, c))
+    pairs = [("write", c, pl, "etcd") for c in args.clients for pl in args.target]
+    pairs += [("read", c, pl, peer) for c in args.read_clients for pl in args.target for peer in ("etcd", "bare")]
+    for workload, c, pl, peer in pairs:
+        b = by.get(("buoy", pl, workload, c))
+        p = by.get((peer, pl, workload, c)) or by.get((peer, "-", workload, c))  # bare: one server, any placement
         if b is None and p is None:
             continue
         bv = [b.result[k] if b else None for k in ("ops_per_s", "p50_ms", "p99_ms")]
         pv = [p.result[k] if p else None for k in ("ops_per_s", "p50_ms", "p99_ms")]
         rows.append(
-            [workload, str(c), peer, fmt(bv[0], ",.0f"), fmt(bv[1], ".2f"), fmt(bv[2], ".2f"),
+            [workload, str(c), pl, peer, fmt(bv[0], ",.0f"), fmt(bv[1], ".2f"), fmt(bv[2], ".2f"),
              fmt(pv[0], ",.0f"), fmt(pv[1], ".2f"), fmt(pv[2], ".2f"),
              *(fmt(ratio(x, y), ".2f") for x, y in zip(bv, pv, strict=True))]
         )  # fmt: skip
-    out += ["", table(rows, right=set(range(1, 12)) - {2})]
+    out += ["", table(rows, right=set(range(1, 13)) - {2, 3})]
     out += ["", "CPU during each measured step, in cores (CPU seconds / wall seconds; all processes share "
-            f"{len(os.sched_getaffinity(0))} CPUs):"]  # fmt: skip
-    cpu_rows = [["system", "workload", "clients", "servers", "generator", "other", "steal", "errors"]]
+            f"{len(os.sched_getaffinity(0))} CPUs; * marks the leader):"]  # fmt: skip
+    cpu_rows = [["system", "placement", "workload", "clients", "servers", "generator", "other", "steal", "errors"]]
     for s in steps:
         servers = "  ".join(f"{k} {v:.2f}" for k, v in s.cpu.items() if k != "gen")
         nums = [f"{s.cpu['gen']:.2f}", f"{s.other:.2f}", f"{s.steal:.2f}"]
-        cpu_rows.append([s.system, s.workload, str(s.clients), servers, *nums, problems(s.result)])
-    out.append(table(cpu_rows, right={2, 4, 5, 6}))
+        cpu_rows.append([s.system, s.placement, s.workload, str(s.clients), servers, *nums, problems(s.result)])
+    out.append(table(cpu_rows, right={3, 5, 6, 7}))
     return "\n".join(out)
 
 
@@ -263,12 +281,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--read-clients", type=int_list, default=[16, 256], help="read concurrency (default 16,256)"
     )
     p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated subset of buoy,etcd,bare")
+    p.add_argument(
+        "--target", choices=PLACEMENTS, default="both",
+        help="where the clients connect: the leader, spread over all members, or both (default both)",
+    )  # fmt: skip
     p.add_argument("--keys", type=int, default=1000, help="distinct keys (default 1000)")
     p.add_argument("--max-ops", type=int, default=3_000_000, help="cap on requests per step")
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for each cluster")
     p.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data dir")
     p.add_argument("--keep", action="store_true", help="leave data dirs and logs for inspection")
     args = p.parse_args(argv)
+    args.target = PLACEMENTS[args.target]
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = set(args.only) - set(SYSTEMS)
     if bad or not args.only:

@@ -4,6 +4,8 @@ Each client is one keep-alive connection with one request in flight (no pipelini
 waits for the full response, records the latency and immediately sends the next one. Clients are plain
 asyncio protocols driven from data_received (no coroutine or future per request), on uvloop when available,
 so one generator process sustains far more requests per second than the servers it measures.
+Client i connects to ports[i % len(ports)]: one port puts every client on one server, several spread them
+round-robin over the members of a cluster. Keys are issued in one sequence across all clients either way.
 
 Protocol with the parent on stdout: a line "ready" once every connection is open, "start" when warm-up
 ends and measurement begins, "end" when it stops, then one line "result <json>". Every run is bounded by
@@ -29,7 +31,7 @@ KINDS = ("buoy-put", "buoy-get", "etcd-put", "etcd-range", "bare-get")
 @dataclass
 class Spec:
     kind: str
-    port: int
+    ports: list[int]
     clients: int
     seconds: float
     warmup: float
@@ -109,7 +111,7 @@ def response_length(buf: bytearray) -> tuple[int, int, bool] | None:
 class Run:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self.requests = build_requests(spec.kind, spec.port, spec.keys)
+        self.requests = {port: build_requests(spec.kind, port, spec.keys) for port in spec.ports}
         self.issued = 0
         self.stopping = False
         self.measure_from = float("inf")
@@ -130,8 +132,10 @@ class Run:
 
 
 class Client(asyncio.Protocol):
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, port: int) -> None:
         self.run = run
+        self.port = port
+        self.requests = run.requests[port]
         self.buf = bytearray()
         self.sent_at = 0.0
         self.inflight = False
@@ -147,7 +151,7 @@ class Client(asyncio.Protocol):
         if run.stopping or run.issued >= run.spec.max_ops:
             self.transport.close()
             return
-        req = run.requests[run.issued % len(run.requests)]
+        req = self.requests[run.issued % len(self.requests)]
         run.issued += 1
         self.inflight = True
         self.sent_at = time.perf_counter()
@@ -184,19 +188,19 @@ class Client(asyncio.Protocol):
             if run.reconnects < 10 * run.spec.clients:
                 run.reconnects += 1
                 run.reconnecting += 1
-                asyncio.get_running_loop().create_task(reconnect(run))
+                asyncio.get_running_loop().create_task(reconnect(run, self.port))
         run.check_done()
 
 
-async def connect(run: Run) -> Client:
+async def connect(run: Run, port: int) -> Client:
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(lambda: Client(run), "127.0.0.1", run.spec.port)
+    _, client = await loop.create_connection(lambda: Client(run, port), "127.0.0.1", port)
     return client
 
 
-async def reconnect(run: Run) -> None:
+async def reconnect(run: Run, port: int) -> None:
     try:
-        client = await asyncio.wait_for(connect(run), run.spec.timeout)
+        client = await asyncio.wait_for(connect(run, port), run.spec.timeout)
         client.send()
     except (OSError, TimeoutError):
         run.errors += 1
@@ -225,7 +229,7 @@ async def drive(spec: Spec) -> Result:
     loop = asyncio.get_running_loop()
     clients: list[Client] = []
     for i in range(0, spec.clients, 64):  # batches, so a small listen backlog does not stall connects
-        batch = [connect(run) for _ in range(i, min(i + 64, spec.clients))]
+        batch = [connect(run, spec.ports[j % len(spec.ports)]) for j in range(i, min(i + 64, spec.clients))]
         clients += await asyncio.wait_for(asyncio.gather(*batch), 10)
     emit("ready")
     dog = loop.create_task(watchdog(run))
