@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import consul
 import pytest
+import requests
 
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import REPO, clean_env
@@ -140,3 +141,28 @@ def test_every_server_killed_loses_no_acknowledged_write(cluster: Cluster) -> No
     _, keys = client(cluster, leader).kv.get("dur/", keys=True, consistency="consistent")
     missing = set(acked) - set(keys or [])
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_without_quorum_only_stale_reads_answer(cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    client(cluster, leader).kv.put("quorum/k", "v")
+    survivor = (leader + 1) % 3
+    deadline = time.monotonic() + 10
+    while client(cluster, survivor).kv.get("quorum/k", consistency="stale")[1] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for i in range(3):
+        if i != survivor:
+            cluster.kill(i)
+    base = f"http://127.0.0.1:{cluster.http[survivor]}"
+    deadline = time.monotonic() + 20
+    while requests.get(f"{base}/v1/status/leader", timeout=5).json():
+        assert time.monotonic() < deadline, "the lone server still believes in a leader"
+        time.sleep(0.1)
+    r = requests.get(f"{base}/v1/kv/quorum/k", timeout=5)
+    assert r.status_code == 500 and "No cluster leader" in r.text
+    r = requests.get(f"{base}/v1/kv/quorum/k?stale", timeout=5)
+    assert r.status_code == 200 and r.headers["X-Consul-KnownLeader"] == "false"
+    assert int(r.headers["X-Consul-LastContact"]) > 0
+    w = requests.put(f"{base}/v1/kv/quorum/k", data=b"lost", timeout=30)
+    assert w.status_code == 500

@@ -390,8 +390,15 @@ class RaftNode:
 
     @property
     def leader(self) -> str | None:
+        """The leader's address, or None. A follower that has not heard from its leader for longer
+        than the election timeout stops naming it: pysyncobj keeps the old name for ever when the
+        follower cannot reach anyone to start an election with."""
         node = self._sync._getLeader() if self._sync is not None else None
-        return node.id if node is not None else None
+        if node is None:
+            return None
+        if not self.is_leader and self.last_contact_ms() > self._settings.election_timeout_max * 1000:
+            return None
+        return node.id
 
     @property
     def self_addr(self) -> str:
