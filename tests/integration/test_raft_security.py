@@ -86,3 +86,29 @@ def test_unauthenticated_pickle_is_not_executed(tmp_path: Path, encoding: str) -
         asyncio.run(still_serves())
     finally:
         node.close()
+
+
+def test_huge_unauthenticated_frame_is_cut_off(tmp_path: Path) -> None:
+    """A peer without the key cannot make the node buffer an announced 1 GiB frame."""
+    self_addr = free_addr()
+    node = RaftNode(Machine(), self_addr, [], data_dir=None, password="the-real-cluster-key")
+    try:
+        host, port = self_addr.rsplit(":", 1)
+        sent = 0
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(struct.pack("i", 1 << 30))
+            chunk = b"\0" * 65536
+            try:
+                while sent < (64 << 20):  # bounded: 64 MiB at most
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass  # reset by the node: what we want
+            assert sent < (64 << 20), "the node kept reading an unauthenticated 1 GiB frame"
+
+        async def still_serves() -> None:
+            await asyncio.wait_for(node.apply({"key": "k", "value": 1}), 10)
+
+        asyncio.run(still_serves())
+    finally:
+        node.close()

@@ -29,7 +29,9 @@ Settings (``settings.RaftSettings``) and why:
   (``-dev``) elects itself at the first tick, about 0.1 s after construction.
 - Reconnect every 0.5 s (pysyncobj: 5 s) so a restarted server rejoins quickly.
 - ``password`` always set: pysyncobj unpickles peer frames, and Fernet authenticates each frame
-  before that; construction refuses an empty key. The Raft port binds ``self_addr`` only.
+  before that; construction refuses an empty key. The Raft port binds ``self_addr`` only. A peer
+  that has not yet sent a frame passing Fernet's HMAC may not make the node buffer more than 1 MiB
+  (pysyncobj believes any declared frame length); later frames are capped at 256 MiB.
 - ``dynamicMembershipChange=True``; pysyncobj's one-change-at-a-time guard is dead code, so
   ``add_member``/``remove_member`` serialize changes themselves.
 - Compaction at 200,000 entries or 600 s (pysyncobj: 5,000 / 300 s), or when the journal exceeds

@@ -4,7 +4,8 @@ pysyncobj is pinned to 0.3.17 because of these overrides. Private names used:
 ``_SyncObj__onMessageReceived`` (overridden), ``_SyncObj__raftLog``, ``_SyncObj__raftNextIndex``,
 ``_SyncObj__raftState``, ``_SyncObj__otherNodes``, ``_SyncObj__sendNextNodeIdx``,
 ``_SyncObj__generateRaftTimeout`` (overridden), ``_SyncObj__mainThread``, ``_SyncObj__thread``,
-``_SyncObj__pipeNotifier``, ``_SyncObj__transport``, and the module global ``pysyncobj.syncobj.createJournal``.
+``_SyncObj__pipeNotifier``, ``_SyncObj__transport``, ``_TcpConnection__processRead`` and
+``_TcpConnection__readBuffer`` (transport.py), and the module global ``pysyncobj.syncobj.createJournal``.
 """
 
 from __future__ import annotations

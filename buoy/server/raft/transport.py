@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
+from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
+
+# Until a peer's first frame has passed Fernet's HMAC it may not make the node buffer more than this:
+# pysyncobj trusts the declared frame length and grows its read buffer without bound.
+UNAUTHENTICATED_BUFFER = 1 << 20
+# After authentication a frame carries at most one AppendEntries batch or snapshot chunk.
+MAX_FRAME = 256 << 20
+
+
+class CappedConnection(TcpConnection):
+    """pysyncobj's connection with bounded reads (``_TcpConnection__processRead`` is name-mangled)."""
+
+    def _TcpConnection__processRead(self) -> bool:  # noqa: N802
+        more = super()._TcpConnection__processRead()  # type: ignore[misc]
+        buffer = self._TcpConnection__readBuffer  # type: ignore[attr-defined]
+        authenticated = bool(self.recvLastTimestamp)
+        declared = struct.unpack("i", buffer[:4])[0] if len(buffer) >= 4 else 0
+        limit = MAX_FRAME if authenticated else UNAUTHENTICATED_BUFFER
+        if declared < 0 or declared > limit or (not authenticated and len(buffer) > limit):
+            self.disconnect()
+            return False
+        return more
 
 
 class SyncingTransport(TCPTransport):
@@ -20,6 +43,10 @@ class SyncingTransport(TCPTransport):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._held_acks: list[tuple[Any, Any]] = []
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
+        conn.__class__ = CappedConnection  # same layout, bounded reads from the first byte on
+        super()._onNewIncomingConnection(conn)
 
     def send(self, node: Any, message: Any) -> bool:
         if type(message) is dict and message.get("type") == "next_node_idx":
