@@ -26,6 +26,9 @@ def _index(base: str) -> int:
         ("PUT", "/v1/catalog/register", b'{"Node": "n", "Address": "a", "Check": {"Name": "c", "Status": "ok"}}',
          400, "Invalid check status"),
         ("PUT", "/v1/catalog/register", b"[1, 2]", 400, "expected a JSON object"),
+        ("PUT", "/v1/catalog/register",
+         b'{"Node": "half-reg", "Address": "a", "Check": {"Name": "c", "ServiceID": "nope"}}', 500,
+         "Unknown service ID"),
         ("PUT", "/v1/catalog/deregister", b"{}", 400, "Missing node name"),
         ("PUT", "/v1/session/create", b'{"TTL": "5s"}', 500, "Invalid Session TTL"),
         ("PUT", "/v1/session/create", b'{"TTL": "soon"}', 400, "invalid duration"),
@@ -61,6 +64,7 @@ def test_bad_request(dev_agent, base, method, path, body, status, text) -> None:
     assert r.headers["Content-Type"].startswith("text/plain")
     assert r.text.count("\n") <= 1 and "Traceback" not in r.text
     assert _index(base) == before, "a refused request changed the state"
+    assert requests.get(f"{base}/v1/catalog/node/half-reg", timeout=5).json() is None
 
 
 def test_value_over_512k_is_413(dev_agent, base) -> None:

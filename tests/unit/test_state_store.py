@@ -124,3 +124,15 @@ def test_prefix_index_includes_deletes() -> None:
     assert s.kv.prefix_index("p/") == 4
     s.apply_batch([cmd("kv.set", key="q", value=b"2")])
     assert s.kv.prefix_index("p/") == 4
+
+
+def test_refused_registration_writes_nothing() -> None:
+    s = StateStore()
+    reg = node_reg("n1")
+    reg["Checks"] = [dict(reg["Checks"][0], CheckID="c", ServiceID="no-such-service")]
+    before = s.dump()
+    [result] = s.apply_batch([cmd("catalog.register", reg=reg)])
+    assert result["status"] == 500 and "no-such-service" in result["error"]
+    after = s.dump()
+    after["index"] = before["index"]
+    assert after == before

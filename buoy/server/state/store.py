@@ -47,10 +47,12 @@ class StateStore:
 
     def apply_batch(self, cmds: list[dict[str, Any]]) -> list[Any]:
         results: list[Any] = []
+        touched: set[Topic] = set()
         with self.lock:
             for cmd in cmds:
+                self._touched = set()
                 results.append(self._apply_one(cmd))
-            touched, self._touched = self._touched, set()
+                touched |= self._touched  # a refused command leaves an empty set behind
         if touched:
             self.notify(touched)
         return results
@@ -63,18 +65,17 @@ class StateStore:
         if handler is None:
             return {"error": f"unknown command {op!r}", "status": 500}
         self.index += 1
-        txn = op == "txn"
-        undo = UndoLog(enabled=txn)
-        touched_before = set(self._touched)
+        # Only a transaction can fail after it has written; every other command validates first.
+        undo = UndoLog(enabled=op == "txn")
         try:
             return handler(self, cmd, self.index, undo)
         except Rejected as e:
             undo.rollback()
-            self._touched = touched_before
+            self._touched = set()
             return {"error": e.message, "status": e.status}
         except TxnFailed as e:
             undo.rollback()
-            self._touched = touched_before
+            self._touched = set()
             return {"errors": e.errors}
 
     # ---- KV ----------------------------------------------------------------------------------------
@@ -188,6 +189,13 @@ class StateStore:
     def _catalog_register(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
         reg = cmd["reg"]
         node = reg["Node"]
+        # Refuse before writing anything: a check may only name a service the node has or gets now.
+        services = set(self.catalog.services.get(node, {}))
+        if reg.get("Service"):
+            services.add(reg["Service"]["ID"])
+        for check in reg.get("Checks") or ():
+            if check.get("ServiceID") and check["ServiceID"] not in services:
+                raise Rejected(f"Unknown service ID {check['ServiceID']!r} for check {check['CheckID']!r}", 500)
         self.catalog.ensure_node(reg, index, undo, self._touched, skip_update=reg.get("SkipNodeUpdate", False))
         if reg.get("Service"):
             self.catalog.ensure_service(node, reg["Service"], index, undo, self._touched)
