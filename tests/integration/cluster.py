@@ -28,13 +28,23 @@ class Cluster:
     def log(self, i: int) -> Path:
         return self.root / f"s{i}.log"
 
-    def start(self, i: int) -> None:
-        joins = [a for j in range(self.size) if j != i for a in ("-retry-join", f"127.0.0.1:{self.http[j]}")]
+    def add_server(self, join: int) -> int:
+        """Start one more server (no -bootstrap-expect) that joins through server ``join``."""
+        self.http.append(free_port())
+        self.raft.append(free_port())
+        self.procs.append(None)
+        self.start(len(self.procs) - 1, joins=[join], bootstrap=False)
+        return len(self.procs) - 1
+
+    def start(self, i: int, joins: list[int] | None = None, bootstrap: bool = True) -> None:
+        peers = [j for j in range(self.size) if j != i] if joins is None else joins
+        join_flags = [a for j in peers for a in ("-retry-join", f"127.0.0.1:{self.http[j]}")]
+        expect = ["-bootstrap-expect", str(self.size)] if bootstrap else []
         cmd = [
-            sys.executable, "-m", "buoy", "agent", "-server", "-bootstrap-expect", str(self.size),
+            sys.executable, "-m", "buoy", "agent", "-server", *expect,
             "-node", f"s{i}", "-bind", "127.0.0.1", "-client", "127.0.0.1",
             "-http-port", str(self.http[i]), "-server-port", str(self.raft[i]), "-dns-port", "-1",
-            "-data-dir", str(self.root / f"s{i}"), "-encrypt", self.key, "-log-level", "info", *joins,
+            "-data-dir", str(self.root / f"s{i}"), "-encrypt", self.key, "-log-level", "info", *join_flags,
         ]  # fmt: skip
         with open(self.log(i), "ab") as out:
             self.procs[i] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
@@ -51,13 +61,14 @@ class Cluster:
         self.procs[i] = None
 
     def stop_all(self) -> None:
-        for i in range(self.size):
+        for i in range(len(self.procs)):
             try:
                 self.kill(i, signal.SIGTERM)
             except subprocess.TimeoutExpired:
                 self.kill(i, signal.SIGKILL)
 
     def alive(self) -> list[int]:
+        """Servers whose process runs."""
         return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
 
     def get(self, i: int, path: str) -> object:

@@ -166,3 +166,19 @@ def test_without_quorum_only_stale_reads_answer(cluster: Cluster) -> None:
     assert int(r.headers["X-Consul-LastContact"]) > 0
     w = requests.put(f"{base}/v1/kv/quorum/k", data=b"lost", timeout=30)
     assert w.status_code == 500
+
+
+def test_a_fourth_server_joins_through_a_follower(cluster: Cluster) -> None:
+    leader = cluster.wait_leader()
+    client(cluster, leader).kv.put("join/before", "1")
+    follower = (leader + 1) % 3
+    fourth = cluster.add_server(join=follower)
+    deadline = time.monotonic() + 30
+    want = sorted(f"127.0.0.1:{p}" for p in cluster.raft)
+    while sorted(cluster.get(leader, "/v1/status/peers")) != want:
+        assert time.monotonic() < deadline, cluster.log(fourth).read_text()[-2000:]
+        time.sleep(0.1)
+    assert cluster.wait_leader() == leader
+    assert client(cluster, fourth).kv.put("join/after", "2") is True
+    _, keys = client(cluster, fourth).kv.get("join/", keys=True)
+    assert keys == ["join/after", "join/before"]
