@@ -15,9 +15,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import hcl2
-from hcl2.utils import SerializationOptions
-
 
 class ConfigError(Exception):
     """A setting that cannot be used; the message names the source and the key."""
@@ -114,13 +111,21 @@ _FILE_KEYS: dict[str, str] = {
 }
 _BLOCKS = {"ports", "limits"}
 _TYPES = {f.name: f.type for f in fields(Config)}
-_HCL = SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+
+
+def _parse_hcl(text: str) -> Any:
+    # Imported here: python-hcl2 builds its grammar at import (about 80 ms), which -dev should not pay.
+    import hcl2
+    from hcl2.utils import SerializationOptions
+
+    return hcl2.loads(text, serialization_options=SerializationOptions(
+        with_comments=False, explicit_blocks=False, strip_string_quotes=True))
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     text = path.read_text()
     try:
-        data = hcl2.loads(text, serialization_options=_HCL) if path.suffix == ".hcl" else json.loads(text)
+        data = _parse_hcl(text) if path.suffix == ".hcl" else json.loads(text)
     except Exception as e:  # both parsers raise several exception types for bad syntax
         raise ConfigError(f"{path}: cannot parse: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(data, dict):
