@@ -279,6 +279,7 @@ class Client:
         json_body: Any = None,
         timeout: float | None = None,
         allow_404: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
         """One HTTP exchange; raises APIError on a non-2xx answer (404 too, unless `allow_404`)."""
         query = _encode_params(params)
@@ -292,7 +293,7 @@ class Client:
         limit = self.timeout if timeout is None else timeout
         try:
             async with self._get_session().request(
-                method, url, data=data, timeout=aiohttp.ClientTimeout(total=limit)
+                method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=limit)
             ) as resp:
                 body = await resp.read()
                 response = Response(resp.status, dict(resp.headers), body)

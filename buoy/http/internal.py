@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.api.client import ClientError
 from buoy.http.decode import read_body
 from buoy.http.errors import HTTPError
 from buoy.server.membership import signed_headers, verify
@@ -54,5 +55,8 @@ async def join(request: web.Request) -> web.Response:
             info = server.store.servers.get(leader or "")
         if info is None:
             raise HTTPError(500, "No cluster leader")
-        members = await server.membership.forward_join(info["HTTP"], raft_addr)
+        try:
+            members = await server.membership.forward_join(info["HTTP"], raft_addr)
+        except ClientError as e:
+            raise HTTPError(500, f"rpc error making call: {e}") from None
     return _answer(request, {"members": members})

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 
+from buoy.api.client import Client, ClientError
 from buoy.config import Config
 
 log = structlog.get_logger("buoy.membership")
@@ -49,9 +49,9 @@ def signed_headers(key: bytes, body: bytes) -> dict[str, str]:
     return {"X-Buoy-Time": stamp, "X-Buoy-Signature": sign(key, stamp, body)}
 
 
-def join_url(addr: str, default_port: int, path: str) -> str:
-    host = addr if addr.rsplit(":", 1)[-1].isdigit() and ":" in addr else f"{addr}:{default_port}"
-    return f"http://{host}{path}"
+def http_addr(addr: str, default_port: int) -> str:
+    """A -retry-join address with the HTTP port filled in when it names only a host."""
+    return addr if ":" in addr and addr.rsplit(":", 1)[-1].isdigit() else f"{addr}:{default_port}"
 
 
 class Membership:
@@ -77,18 +77,16 @@ class Membership:
             os.fsync(f.fileno())
         os.replace(tmp, self._peers_file)
 
-    async def _call(self, session: aiohttp.ClientSession, url: str, payload: dict[str, Any] | None) -> Any:
+    async def _call(self, addr: str, path: str, payload: dict[str, Any] | None) -> Any:
+        """One signed exchange with the server at ``addr``; the answer must be signed too."""
         body = json.dumps(payload).encode() if payload is not None else b""
-        method = "POST" if payload is not None else "GET"
-        async with session.request(method, url, data=body, headers=signed_headers(self.key, body),
-                                   timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            data = await resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"{url}: {resp.status} {data.decode(errors='replace').strip()}")
-            if not verify(self.key, resp.headers.get("X-Buoy-Time", ""), data,
-                          resp.headers.get("X-Buoy-Signature", "")):
-                raise RuntimeError(f"{url}: the answer is not signed with this cluster's key")
-            return json.loads(data)
+        async with Client(http_addr(addr, self.cfg.http_port), timeout=10) as client:
+            resp = await client.request("POST" if payload is not None else "GET", path, data=body,
+                                        headers=signed_headers(self.key, body))
+        if not verify(self.key, resp.headers.get("X-Buoy-Time", ""), resp.body,
+                      resp.headers.get("X-Buoy-Signature", "")):
+            raise ClientError(f"{addr}: the answer is not signed with this cluster's key")
+        return json.loads(resp.body)
 
     async def form(self) -> list[str]:
         """Wait until the initial member list is known; return the partners (members other than self)."""
@@ -99,43 +97,38 @@ class Membership:
             return [m for m in saved if m != me]
         if self.cfg.bootstrap_expect == 1:
             return []
-        async with aiohttp.ClientSession() as session:
-            while True:
-                for addr in self.cfg.retry_join:
-                    url = join_url(addr, self.cfg.http_port, "/v1/internal/buoy/peer")
-                    try:
-                        info = await self._call(session, url, None)
-                    except Exception as e:
-                        log.debug("join attempt failed", addr=addr, error=str(e))
-                        continue
-                    members = info.get("members")
-                    if members and me in members:
-                        # A peer already started Raft with us in its initial list: start with the same.
-                        return [m for m in members if m != me]
-                    if members:
-                        joined = await self._join(session, addr)
-                        if joined:
-                            return [m for m in joined if m != me]
-                        continue
-                    self.known.add(info["raft"])
-                    self.known.update(info.get("known", []))
-                if self.cfg.bootstrap_expect and len(self.known) >= self.cfg.bootstrap_expect:
-                    members = sorted(self.known)
-                    log.info("bootstrapping cluster", members=members)
+        while True:
+            for addr in self.cfg.retry_join:
+                try:
+                    info = await self._call(addr, "/v1/internal/buoy/peer", None)
+                except (ClientError, ValueError, KeyError) as e:
+                    log.debug("join attempt failed", addr=addr, error=str(e))
+                    continue
+                members = info.get("members")
+                if members and me in members:
+                    # A peer already started Raft with us in its initial list: start with the same.
                     return [m for m in members if m != me]
-                await asyncio.sleep(RETRY_INTERVAL)
+                if members:
+                    joined = await self._join(addr)
+                    if joined:
+                        return [m for m in joined if m != me]
+                    continue
+                self.known.add(info["raft"])
+                self.known.update(info.get("known", []))
+            if self.cfg.bootstrap_expect and len(self.known) >= self.cfg.bootstrap_expect:
+                members = sorted(self.known)
+                log.info("bootstrapping cluster", members=members)
+                return [m for m in members if m != me]
+            await asyncio.sleep(RETRY_INTERVAL)
 
-    async def _join(self, session: aiohttp.ClientSession, addr: str) -> list[str] | None:
-        url = join_url(addr, self.cfg.http_port, "/v1/internal/buoy/join")
+    async def _join(self, addr: str) -> list[str] | None:
         try:
-            answer = await self._call(session, url, {"raft": self.cfg.raft_addr})
-        except Exception as e:
+            answer = await self._call(addr, "/v1/internal/buoy/join", {"raft": self.cfg.raft_addr})
+        except (ClientError, ValueError, KeyError) as e:
             log.info("join request refused", addr=addr, error=str(e))
             return None
         return list(answer["members"])
 
     async def forward_join(self, leader_http: str, raft_addr: str) -> list[str]:
-        async with aiohttp.ClientSession() as session:
-            url = join_url(leader_http, self.cfg.http_port, "/v1/internal/buoy/join")
-            answer = await self._call(session, url, {"raft": raft_addr})
+        answer = await self._call(leader_http, "/v1/internal/buoy/join", {"raft": raft_addr})
         return list(answer["members"])
