@@ -42,6 +42,7 @@ class Config:
     txn_max_req_len: int = 524288
     default_query_time: float = 300.0
     max_query_time: float = 600.0
+    ae_interval: float = 60.0  # seconds between full anti-entropy syncs (before jitter)
 
     @property
     def advertise_addr(self) -> str:
@@ -108,6 +109,7 @@ _FILE_KEYS: dict[str, str] = {
     "ports.server": "server_port",
     "limits.kv_max_value_size": "kv_max_value_size",
     "limits.txn_max_req_len": "txn_max_req_len",
+    "ae_interval": "ae_interval",
 }
 _BLOCKS = {"ports", "limits"}
 _TYPES = {f.name: f.type for f in fields(Config)}

@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from buoy.agent.node import NodeAgent
 from buoy.config import Config
 from buoy.http.app import make_app
 from buoy.server.server import Server
@@ -25,6 +26,7 @@ class Agent:
         self.cfg = cfg
         self.node_id = self._node_id()
         self.server: Server | None = None
+        self.node: NodeAgent | None = None
         self._stop = asyncio.Event()
         self._signals = 0
 
@@ -63,10 +65,13 @@ class Agent:
         log.info("agent started", node=cfg.node_name, datacenter=cfg.datacenter, http=cfg.http_addr,
                  raft=cfg.raft_addr, server=cfg.server, dev=cfg.dev)
         await self.server.start()
+        self.node = NodeAgent(cfg, self.node_id, self.server)
+        await self.node.start()
         try:
             await self._stop.wait()
         finally:
             await runner.cleanup()
+            await self.node.stop()
             await self.server.stop()
             log.info("agent stopped")
 

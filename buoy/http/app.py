@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from buoy.http import catalog, forward, health, internal, kv, session, status, txn
+from buoy.http import agent_services, catalog, forward, health, internal, kv, session, status, txn
 from buoy.http.decode import MAX_JSON_BODY
 from buoy.http.errors import HTTPError
 from buoy.server.raft import RaftError
@@ -77,7 +77,7 @@ def make_app(agent: Any) -> web.Application:
     app["pretty"] = agent.cfg.dev
     app["loop"] = asyncio.get_event_loop()
     app.on_cleanup.append(forward.close)
-    for module in (kv, txn, session, catalog, health, status, internal):
+    for module in (kv, txn, session, catalog, health, status, agent_services, internal):
         for route in module.routes:
             assert isinstance(route, web.RouteDef)
             app.router.add_route(route.method, route.path, guarded(route.handler), **route.kwargs)

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from buoy.agent.sync import node_fields
 from buoy.config import Config
 from buoy.http.errors import HTTPError
 from buoy.server.leader import LeaderDuties
@@ -68,17 +69,13 @@ class Server:
     async def _register_self(self) -> None:
         """Put this server in the catalog (node, serfHealth, the ``consul`` service) and the server table."""
         cfg = self.cfg
-        reg = {
-            "Node": cfg.node_name, "Address": cfg.advertise_addr, "ID": self.node_id, "Datacenter": cfg.datacenter,
-            "TaggedAddresses": {"lan": cfg.advertise_addr, "lan_ipv4": cfg.advertise_addr},
-            "Meta": {"consul-network-segment": ""}, "SkipNodeUpdate": False,
-            "Service": {"ID": "consul", "Service": "consul", "Tags": [], "Address": "", "TaggedAddresses": {},
-                        "Meta": {}, "Port": cfg.server_port, "Weights": {"Passing": 1, "Warning": 1},
-                        "EnableTagOverride": False, "Kind": ""},
-            "Checks": [{"Node": cfg.node_name, "CheckID": "serfHealth", "Name": "Serf Health Status",
-                        "Status": "passing", "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
-                        "Type": "", "Interval": "", "Timeout": "", "ExposedPort": 0, "Definition": {}}],
-        }
+        reg = dict(node_fields(cfg, self.node_id), Service={
+            "ID": "consul", "Service": "consul", "Tags": [], "Address": "", "TaggedAddresses": {}, "Meta": {},
+            "Port": cfg.server_port, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
+            "Kind": ""})
+        reg["Checks"] = [{"Node": cfg.node_name, "CheckID": "serfHealth", "Name": "Serf Health Status",
+                          "Status": "passing", "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
+                          "Type": "", "Interval": "", "Timeout": "", "ExposedPort": 0, "Definition": {}}]
         cmds: list[dict[str, Any]] = [
             {"op": "server.register", "raft": cfg.raft_addr, "node": cfg.node_name, "id": self.node_id,
              "http": cfg.http_addr},
@@ -142,6 +139,11 @@ class Server:
         if self.raft is None:
             raise HTTPError(500, NO_LEADER)
         await self.raft.barrier()
+
+    def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """A node's services and checks as the catalog holds them (for anti-entropy)."""
+        with self.store.lock:
+            return (dict(self.store.catalog.services.get(node, {})), dict(self.store.catalog.checks.get(node, {})))
 
     async def apply(self, cmd: dict[str, Any]) -> Any:
         """Replicate one command; a refusal from the state machine becomes its HTTP error."""

@@ -1,0 +1,1 @@
+"""Health checks the agent runs, one module per kind."""

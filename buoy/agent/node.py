@@ -1,0 +1,78 @@
+"""What the agent does for its own node: keeps its services and checks (LocalState), runs their checks,
+and keeps the catalog in step (AntiEntropy). The HTTP endpoints under /v1/agent call these methods."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from buoy.agent.checks.ttl import TTLChecks
+from buoy.agent.local import LocalState
+from buoy.agent.sync import AntiEntropy, Catalog
+from buoy.config import Config
+from buoy.http.errors import HTTPError
+
+
+class NodeAgent:
+    def __init__(self, cfg: Config, node_id: str, catalog: Catalog) -> None:
+        self.local = LocalState(None if cfg.dev else cfg.data_dir, on_change=self._changed)
+        self.ttl = TTLChecks(self._ttl_status)
+        self.sync = AntiEntropy(cfg, node_id, self.local, catalog)
+        self._task: asyncio.Task[None] | None = None
+
+    def _changed(self) -> None:
+        self.sync.trigger()
+
+    async def start(self) -> None:
+        self.local.load()
+        for check in self.local.checks.values():
+            self.ttl.arm(check["CheckID"], check["Definition"]["TTL"])
+        self._task = asyncio.get_running_loop().create_task(self.sync.run())
+        self.sync.trigger()
+
+    async def stop(self) -> None:
+        self.ttl.stop()
+        if self._task is not None:
+            self._task.cancel()
+
+    # ---- services and checks -----------------------------------------------------------------------
+
+    def register_service(self, svc: dict[str, Any], checks: list[dict[str, Any]]) -> None:
+        gone = [cid for cid, c in self.local.checks.items()
+                if c["ServiceID"] == svc["ID"] and cid not in {ch["CheckID"] for ch in checks}]
+        self.local.add_service(svc, checks)
+        for cid in gone:  # a re-registration replaces the service's checks, as Consul does
+            self.deregister_check(cid)
+        for check in checks:
+            self.ttl.arm(check["CheckID"], check["Definition"]["TTL"])
+
+    def deregister_service(self, service_id: str) -> None:
+        checks = [cid for cid, c in self.local.checks.items() if c["ServiceID"] == service_id]
+        if not self.local.remove_service(service_id):
+            raise HTTPError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
+                                 "not the service name.")
+        for cid in checks:
+            self.ttl.disarm(cid)
+
+    def register_check(self, check: dict[str, Any]) -> None:
+        self.local.add_check(check)
+        self.ttl.arm(check["CheckID"], check["Definition"]["TTL"])
+
+    def deregister_check(self, check_id: str) -> None:
+        if not self.local.remove_check(check_id):
+            raise HTTPError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
+                                 "not the check name.")
+        self.ttl.disarm(check_id)
+
+    def report(self, check_id: str, status: str, output: str) -> None:
+        """A TTL check's report (pass/warn/fail/update): new status, and the countdown starts again."""
+        check = self.local.checks.get(check_id)
+        if check is None:
+            raise HTTPError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
+                                 "not the check name.")
+        self.local.set_status(check_id, status, output)
+        self.ttl.arm(check_id, check["Definition"]["TTL"])
+
+    def _ttl_status(self, check_id: str, status: str, output: str) -> None:
+        if check_id in self.local.checks:
+            self.local.set_status(check_id, status, output)

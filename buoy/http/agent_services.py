@@ -1,0 +1,136 @@
+"""``/v1/agent`` endpoints for this node's own services and checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from buoy.agent.definitions import STATES, parse_check, parse_service
+from buoy.http.decode import Fields, read_json
+from buoy.http.errors import HTTPError, bad_request
+from buoy.http.respond import json_response
+
+routes = web.RouteTableDef()
+_WORST = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
+_HTTP_STATUS = {"passing": 200, "warning": 429, "critical": 503, "maintenance": 503}
+
+
+def _node(request: web.Request) -> Any:
+    return request.app["agent"].node
+
+
+def _service_out(request: web.Request, svc: dict[str, Any]) -> dict[str, Any]:
+    return dict(svc, Datacenter=request.app["agent"].cfg.datacenter)
+
+
+def _check_out(request: web.Request, check: dict[str, Any]) -> dict[str, Any]:
+    agent = request.app["agent"]
+    svc = agent.node.local.services.get(check["ServiceID"])
+    return dict(check, Node=agent.cfg.node_name, ServiceName=svc["Service"] if svc else "",
+                ServiceTags=list(svc["Tags"]) if svc else [])
+
+
+@routes.get("/v1/agent/services")
+async def services(request: web.Request) -> web.Response:
+    local = _node(request).local
+    return json_response(request, {sid: _service_out(request, s) for sid, s in sorted(local.services.items())})
+
+
+@routes.get("/v1/agent/service/{id}")
+async def service(request: web.Request) -> web.Response:
+    svc = _node(request).local.services.get(request.match_info["id"])
+    if svc is None:
+        raise HTTPError(404, f'unknown service ID: {request.match_info["id"]}')
+    return json_response(request, _service_out(request, svc))
+
+
+@routes.put("/v1/agent/service/register")
+async def register_service(request: web.Request) -> web.Response:
+    svc, checks = parse_service(await read_json(request))
+    _node(request).register_service(svc, checks)
+    return web.Response()
+
+
+@routes.put("/v1/agent/service/deregister/{id}")
+async def deregister_service(request: web.Request) -> web.Response:
+    _node(request).deregister_service(request.match_info["id"])
+    return web.Response()
+
+
+@routes.get("/v1/agent/checks")
+async def checks(request: web.Request) -> web.Response:
+    local = _node(request).local
+    return json_response(request, {cid: _check_out(request, c) for cid, c in sorted(local.checks.items())})
+
+
+@routes.put("/v1/agent/check/register")
+async def register_check(request: web.Request) -> web.Response:
+    _node(request).register_check(parse_check(await read_json(request), "Check"))
+    return web.Response()
+
+
+@routes.put("/v1/agent/check/deregister/{id}")
+async def deregister_check(request: web.Request) -> web.Response:
+    _node(request).deregister_check(request.match_info["id"])
+    return web.Response()
+
+
+async def _report(request: web.Request, status: str) -> web.Response:
+    _node(request).report(request.match_info["id"], status, request.query.get("note", ""))
+    return web.Response()
+
+
+@routes.put("/v1/agent/check/pass/{id}")
+async def check_pass(request: web.Request) -> web.Response:
+    return await _report(request, "passing")
+
+
+@routes.put("/v1/agent/check/warn/{id}")
+async def check_warn(request: web.Request) -> web.Response:
+    return await _report(request, "warning")
+
+
+@routes.put("/v1/agent/check/fail/{id}")
+async def check_fail(request: web.Request) -> web.Response:
+    return await _report(request, "critical")
+
+
+@routes.put("/v1/agent/check/update/{id}")
+async def check_update(request: web.Request) -> web.Response:
+    f = Fields(await read_json(request), "Request", {"Status", "Output"})
+    status = f.str("Status")
+    if status not in STATES:
+        raise bad_request(f"Invalid check status: {status!r}")
+    _node(request).report(request.match_info["id"], status, f.str("Output"))
+    return web.Response()
+
+
+def _aggregate(request: web.Request, svc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    local = _node(request).local
+    chks = [_check_out(request, c) for c in local.checks.values() if c["ServiceID"] in ("", svc["ID"])]
+    worst = max((c["Status"] for c in chks), key=_WORST.__getitem__, default="passing")
+    return worst, {"AggregatedStatus": worst, "Service": _service_out(request, svc), "Checks": chks}
+
+
+@routes.get("/v1/agent/health/service/id/{id}")
+async def health_by_id(request: web.Request) -> web.Response:
+    svc = _node(request).local.services.get(request.match_info["id"])
+    if svc is None:
+        return json_response(request, f"ServiceId {request.match_info['id']} not found", status=404)
+    worst, body = _aggregate(request, svc)
+    if request.query.get("format") == "text":
+        return web.Response(text=worst, status=_HTTP_STATUS[worst])
+    return json_response(request, body, status=_HTTP_STATUS[worst])
+
+
+@routes.get("/v1/agent/health/service/name/{name}")
+async def health_by_name(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    found = [_aggregate(request, s) for s in _node(request).local.services.values() if s["Service"] == name]
+    if not found:
+        return json_response(request, f"ServiceName {name} Not Found", status=404)
+    worst = max((w for w, _ in found), key=_WORST.__getitem__)
+    if request.query.get("format") == "text":
+        return web.Response(text=worst, status=_HTTP_STATUS[worst])
+    return json_response(request, [body for _, body in found], status=_HTTP_STATUS[worst])
