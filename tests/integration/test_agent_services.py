@@ -166,3 +166,24 @@ def test_services_and_check_status_survive_a_restart(server) -> None:
     check = c.agent.checks()["service:kept-1"]
     assert (check["Status"], check["Output"]) == ("warning", "slow")
     eventually(lambda: catalog_status(c, "kept") == ["warning"])
+
+
+def test_output_only_changes_are_not_pushed_every_time(dev_agent, c) -> None:
+    c.agent.service.register("chatty", check=consul.Check.ttl("60s"))
+    c.agent.check.ttl_pass("service:chatty", notes="run 1")
+
+    def catalog_check() -> dict:
+        return next(ch for e in c.health.service("chatty")[1] for ch in e["Checks"] if ch["ServiceID"])
+
+    eventually(lambda: catalog_check()["Output"] == "run 1")
+    index = c.health.service("chatty")[0]
+    for n in range(2, 6):
+        c.agent.check.ttl_pass("service:chatty", notes=f"run {n}")
+    assert c.agent.checks()["service:chatty"]["Output"] == "run 5"
+    # Same status, new output: the catalog keeps the old output and no write happened for it.
+    new_index, _ = c.health.service("chatty", index=index, wait="1s")
+    assert new_index == index and catalog_check()["Output"] == "run 1"
+    # A status change goes out at once, with the latest output.
+    c.agent.check.ttl_warn("service:chatty", notes="run 6")
+    eventually(lambda: (catalog_check()["Status"], catalog_check()["Output"]) == ("warning", "run 6"))
+    c.agent.service.deregister("chatty")
