@@ -22,23 +22,56 @@ CHECK_FIELDS = {"ID", "CheckID", "Name", "Notes", "Status", "ServiceID", "TTL", 
                 "HTTP", "Method", "Header", "Body", "TLSSkipVerify", "TLSServerName", "TCP", "UDP", "GRPC",
                 "GRPCUseTLS", "Args", "ScriptArgs", "AliasService", "AliasNode", "H2PING", "DockerContainerID",
                 "Shell", "OSService", "DisableRedirects", "OutputMaxSize", "H2PingUseTLS"}
-RUNNABLE = ("TTL",)
-NOT_YET = ("HTTP", "TCP", "UDP", "GRPC", "Args", "ScriptArgs", "AliasService", "AliasNode", "H2PING",
-           "DockerContainerID", "OSService")
+NOT_YET = ("UDP", "GRPC", "Args", "ScriptArgs", "AliasService", "AliasNode", "H2PING", "DockerContainerID",
+           "OSService")
+MIN_INTERVAL = 1.0
 STATES = ("passing", "warning", "critical")
 
 
-def parse_check(data: Any, what: str, service_id: str = "", default_id: str = "") -> dict[str, Any]:
-    """A check row (Consul's HealthCheck shape) with its ``Definition``; only TTL checks run so far."""
-    f = Fields(data, what, CHECK_FIELDS)
+def _definition(f: Fields, what: str) -> tuple[str, dict[str, Any]]:
+    """The check's kind and what its runner needs, validated."""
     for kind in NOT_YET:
         if f.has(kind):
-            raise bad_request(f"{what}: {kind} checks are not supported by this agent yet (use TTL)")
-    ttl = f.duration("TTL")
-    if ttl is None:
-        raise bad_request(f"{what}: a check needs a TTL (the only check kind this agent runs so far)")
-    if ttl <= 0:
-        raise bad_request(f"{what}: TTL must be positive")
+            raise bad_request(f"{what}: {kind} checks are not supported by this agent yet (use TTL, HTTP or TCP)")
+    kinds = [k for k in ("TTL", "HTTP", "TCP") if f.has(k)]
+    if len(kinds) != 1:
+        raise bad_request(f"{what}: a check needs exactly one of TTL, HTTP or TCP")
+    if kinds == ["TTL"]:
+        ttl = f.duration("TTL")
+        if ttl is None or ttl <= 0:
+            raise bad_request(f"{what}: TTL must be positive")
+        return "ttl", {"TTL": format_duration(ttl)}
+    interval = f.duration("Interval")
+    if interval is None:
+        raise bad_request(f"{what}: Interval is required for {kinds[0]} checks")
+    if interval < MIN_INTERVAL:
+        raise bad_request(f"{what}: Interval must be at least 1s")
+    timeout = f.duration("Timeout")
+    if timeout is not None and timeout <= 0:
+        raise bad_request(f"{what}: Timeout must be positive")
+    d: dict[str, Any] = {"Interval": format_duration(interval), "Timeout": format_duration(timeout) if timeout else "",
+                         "SuccessBeforePassing": f.int("SuccessBeforePassing"),
+                         "FailuresBeforeCritical": f.int("FailuresBeforeCritical")}
+    if kinds == ["TCP"]:
+        target = f.str("TCP")
+        if ":" not in target or not target.rsplit(":", 1)[1].isdigit():
+            raise bad_request(f"{what}: TCP must be host:port, not {target!r}")
+        return "tcp", dict(d, TCP=target)
+    url = f.str("HTTP")
+    if not url.startswith(("http://", "https://")):
+        raise bad_request(f"{what}: HTTP must be an http:// or https:// URL, not {url!r}")
+    header = f.raw("Header", {})
+    if not isinstance(header, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in header.values()):
+        raise bad_request(f"{what}: Header must map names to lists of strings")
+    return "http", dict(d, HTTP=url, Method=f.str("Method") or "GET", Header=header, Body=f.str("Body"),
+                        TLSSkipVerify=f.bool("TLSSkipVerify"))
+
+
+def parse_check(data: Any, what: str, service_id: str = "", default_id: str = "") -> dict[str, Any]:
+    """A check row (Consul's HealthCheck shape) with the ``Definition`` its runner uses."""
+    f = Fields(data, what, CHECK_FIELDS)
+    kind, definition = _definition(f, what)
     name = f.str("Name")
     check_id = f.str("CheckID") or f.str("ID") or default_id or name
     if not check_id:
@@ -53,11 +86,11 @@ def parse_check(data: Any, what: str, service_id: str = "", default_id: str = ""
         "Notes": f.str("Notes"),
         "Output": f.str("Output"),
         "ServiceID": f.str("ServiceID") or service_id,
-        "Type": "ttl",
-        "Interval": "",
-        "Timeout": "",
+        "Type": kind,
+        "Interval": definition.get("Interval", ""),
+        "Timeout": definition.get("Timeout", ""),
         "ExposedPort": 0,
-        "Definition": {"TTL": format_duration(ttl)},
+        "Definition": definition,
     }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from buoy.agent.checks import http, tcp
+from buoy.agent.checks.probe import ProbeCheck
 from buoy.agent.checks.ttl import TTLChecks
 from buoy.agent.local import LocalState
 from buoy.agent.sync import AntiEntropy, Catalog
@@ -16,9 +18,10 @@ from buoy.http.errors import HTTPError
 class NodeAgent:
     def __init__(self, cfg: Config, node_id: str, catalog: Catalog) -> None:
         self.local = LocalState(None if cfg.dev else cfg.data_dir, on_change=self._changed)
-        self.ttl = TTLChecks(self._ttl_status)
+        self.ttl = TTLChecks(self._checked)
         self.sync = AntiEntropy(cfg, node_id, self.local, catalog)
         self._task: asyncio.Task[None] | None = None
+        self._probes: dict[str, asyncio.Task[None]] = {}
 
     def _changed(self) -> None:
         self.sync.trigger()
@@ -26,14 +29,34 @@ class NodeAgent:
     async def start(self) -> None:
         self.local.load()
         for check in self.local.checks.values():
-            self.ttl.arm(check["CheckID"], check["Definition"]["TTL"])
+            self._run(check)
         self._task = asyncio.get_running_loop().create_task(self.sync.run())
         self.sync.trigger()
 
     async def stop(self) -> None:
         self.ttl.stop()
+        for cid in list(self._probes):
+            self._halt(cid)
+        await http.close()
         if self._task is not None:
             self._task.cancel()
+
+    def _run(self, check: dict[str, Any]) -> None:
+        """Start (or restart) whatever keeps this check's status current."""
+        cid = check["CheckID"]
+        self._halt(cid)
+        if check["Type"] == "ttl":
+            self.ttl.arm(cid, check["Definition"]["TTL"])
+        else:
+            probe = http.probe if check["Type"] == "http" else tcp.probe
+            runner = ProbeCheck(check, probe, self._checked)
+            self._probes[cid] = asyncio.get_running_loop().create_task(runner.run())
+
+    def _halt(self, check_id: str) -> None:
+        self.ttl.disarm(check_id)
+        task = self._probes.pop(check_id, None)
+        if task is not None:
+            task.cancel()
 
     # ---- services and checks -----------------------------------------------------------------------
 
@@ -44,7 +67,7 @@ class NodeAgent:
         for cid in gone:  # a re-registration replaces the service's checks, as Consul does
             self.deregister_check(cid)
         for check in checks:
-            self.ttl.arm(check["CheckID"], check["Definition"]["TTL"])
+            self._run(self.local.checks[check["CheckID"]])
 
     def deregister_service(self, service_id: str) -> None:
         checks = [cid for cid, c in self.local.checks.items() if c["ServiceID"] == service_id]
@@ -52,17 +75,17 @@ class NodeAgent:
             raise HTTPError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
                                  "not the service name.")
         for cid in checks:
-            self.ttl.disarm(cid)
+            self._halt(cid)
 
     def register_check(self, check: dict[str, Any]) -> None:
         self.local.add_check(check)
-        self.ttl.arm(check["CheckID"], check["Definition"]["TTL"])
+        self._run(self.local.checks[check["CheckID"]])
 
     def deregister_check(self, check_id: str) -> None:
         if not self.local.remove_check(check_id):
             raise HTTPError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
                                  "not the check name.")
-        self.ttl.disarm(check_id)
+        self._halt(check_id)
 
     def report(self, check_id: str, status: str, output: str) -> None:
         """A TTL check's report (pass/warn/fail/update): new status, and the countdown starts again."""
@@ -70,9 +93,12 @@ class NodeAgent:
         if check is None:
             raise HTTPError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
                                  "not the check name.")
+        if check["Type"] != "ttl":
+            raise HTTPError(500, f"Check {check_id!r} is not a TTL check: its status comes from its probe")
         self.local.set_status(check_id, status, output)
         self.ttl.arm(check_id, check["Definition"]["TTL"])
 
-    def _ttl_status(self, check_id: str, status: str, output: str) -> None:
+    def _checked(self, check_id: str, status: str, output: str) -> None:
+        """A runner's verdict (TTL lapse or probe result); ignored once the check is gone."""
         if check_id in self.local.checks:
             self.local.set_status(check_id, status, output)

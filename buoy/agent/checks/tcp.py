@@ -1,0 +1,21 @@
+"""TCP checks: a connection that opens is passing, anything else is critical."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+async def probe(d: dict[str, Any], timeout: float) -> tuple[str, str]:
+    target = d["TCP"]
+    host, _, port = target.rpartition(":")
+    try:
+        _reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    except (OSError, ValueError) as e:
+        return "critical", f"dial tcp {target}: {e}"
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return "passing", f"TCP connect {target}: Success"
