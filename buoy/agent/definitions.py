@@ -94,17 +94,15 @@ def parse_check(data: Any, what: str, service_id: str = "", default_id: str = ""
     }
 
 
-def parse_service(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """An AgentService row and the checks the definition embeds (``Check`` and ``Checks``)."""
-    f = Fields(data, "Service", SERVICE_FIELDS)
-    name = f.str("Name")
+def service_row(f: Fields, name: str) -> dict[str, Any]:
+    """The AgentService fields shared by agent definitions and catalog registrations."""
     if not name:
-        raise bad_request("Missing service Name")
+        raise bad_request("Missing service name")
     port = f.int("Port")
     if not 0 <= port <= 65535:
-        raise bad_request(f"Invalid service Port {port}: must be between 0 and 65535")
+        raise bad_request(f"Invalid service port {port}: must be between 0 and 65535")
     weights = Fields(f.obj("Weights"), "Service.Weights", {"Passing", "Warning"})
-    svc: dict[str, Any] = {
+    return {
         "ID": f.str("ID") or name,
         "Service": name,
         "Tags": f.str_list("Tags"),
@@ -116,6 +114,13 @@ def parse_service(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "EnableTagOverride": f.bool("EnableTagOverride"),
         "Kind": f.str("Kind"),
     }
+
+
+def parse_service(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An AgentService row and the checks the definition embeds (``Check`` and ``Checks``)."""
+    f = Fields(data, "Service", SERVICE_FIELDS)
+    svc = service_row(f, f.str("Name"))
+    name = svc["Service"]
     raw_checks: list[Any] = []
     if f.obj("Check") is not None:
         raw_checks.append(f.obj("Check"))

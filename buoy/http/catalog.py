@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.agent.definitions import service_row
 from buoy.http import encode
 from buoy.http.blocking import blocking, request_filter
 from buoy.http.decode import Fields, read_json
@@ -32,25 +33,7 @@ HEALTH = ("passing", "warning", "critical", "maintenance")
 
 def _service(data: Any) -> dict[str, Any]:
     f = Fields(data, "Service", SERVICE_FIELDS)
-    name = f.str("Service")
-    if not name:
-        raise bad_request("Missing service name")
-    port = f.int("Port")
-    if not 0 <= port <= 65535:
-        raise bad_request(f"Invalid service port {port}")
-    weights = Fields(f.obj("Weights"), "Service.Weights", {"Passing", "Warning"})
-    svc: dict[str, Any] = {
-        "ID": f.str("ID") or name,
-        "Service": name,
-        "Tags": f.str_list("Tags"),
-        "Address": f.str("Address"),
-        "TaggedAddresses": f.raw("TaggedAddresses", {}),
-        "Meta": f.str_map("Meta"),
-        "Port": port,
-        "Weights": {"Passing": weights.int("Passing", 1), "Warning": weights.int("Warning", 1)},
-        "EnableTagOverride": f.bool("EnableTagOverride"),
-        "Kind": f.str("Kind"),
-    }
+    svc = service_row(f, f.str("Service"))
     for extra in ("Proxy", "Connect"):
         if f.obj(extra) is not None:
             svc[extra] = f.obj(extra)
