@@ -47,7 +47,7 @@ class NodeAgent:
         self._halt(cid)
         if check["Type"] == "ttl":
             self.ttl.arm(cid, check["Definition"]["TTL"])
-        else:
+        elif check["Type"] in ("http", "tcp"):
             probe = http.probe if check["Type"] == "http" else tcp.probe
             runner = ProbeCheck(check, probe, self._checked)
             self._probes[cid] = asyncio.get_running_loop().create_task(runner.run())
@@ -97,6 +97,26 @@ class NodeAgent:
             raise HTTPError(500, f"Check {check_id!r} is not a TTL check: its status comes from its probe")
         self.local.set_status(check_id, status, output)
         self.ttl.arm(check_id, check["Definition"]["TTL"])
+
+    def set_maintenance(self, service_id: str | None, enable: bool, reason: str) -> None:
+        """Consul's maintenance mode: a check in state ``maintenance`` takes the service (or, without a
+        service, the whole node) out of healthy results until it is disabled; it persists like any check."""
+        if service_id is not None and service_id not in self.local.services:
+            raise HTTPError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
+                                 "not the service name.")
+        cid = f"_service_maintenance:{service_id}" if service_id is not None else "_node_maintenance"
+        if not enable:
+            if cid in self.local.checks:
+                self.local.remove_check(cid)
+            return
+        what = "service" if service_id is not None else "node"
+        self.local.add_check({
+            "CheckID": cid, "Name": f"{what.capitalize()} Maintenance Mode", "Status": "maintenance",
+            "Notes": reason or f"Maintenance mode is enabled for this {what}, but no reason was provided. "
+                               "This is a default message.",
+            "Output": "", "ServiceID": service_id or "", "Type": "maintenance", "Interval": "", "Timeout": "",
+            "ExposedPort": 0, "Definition": {},
+        })
 
     def _checked(self, check_id: str, status: str, output: str) -> None:
         """A runner's verdict (TTL lapse or probe result); ignored once the check is gone."""

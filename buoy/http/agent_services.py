@@ -134,3 +134,24 @@ async def health_by_name(request: web.Request) -> web.Response:
     if request.query.get("format") == "text":
         return web.Response(text=worst, status=_HTTP_STATUS[worst])
     return json_response(request, [body for _, body in found], status=_HTTP_STATUS[worst])
+
+
+def _enable(request: web.Request) -> bool:
+    value = request.query.get("enable")
+    if value is None:
+        raise bad_request("Missing value for enable")
+    if value.lower() not in ("true", "false"):
+        raise bad_request(f"Invalid value for enable: {value!r}")
+    return value.lower() == "true"
+
+
+@routes.put("/v1/agent/service/maintenance/{id}")
+async def service_maintenance(request: web.Request) -> web.Response:
+    _node(request).set_maintenance(request.match_info["id"], _enable(request), request.query.get("reason", ""))
+    return web.Response()
+
+
+@routes.put("/v1/agent/maintenance")
+async def node_maintenance(request: web.Request) -> web.Response:
+    _node(request).set_maintenance(None, _enable(request), request.query.get("reason", ""))
+    return web.Response()

@@ -194,3 +194,29 @@ def test_output_only_changes_are_not_pushed_every_time(dev_agent, c) -> None:
     c.agent.check.ttl_warn("service:chatty", notes="run 6")
     eventually(lambda: (catalog_check().get("Status"), catalog_check().get("Output")) == ("warning", "run 6"))
     c.agent.service.deregister("chatty")
+
+
+def test_maintenance_mode(dev_agent, c, base) -> None:
+    c.agent.service.register("maint-web", service_id="maint-web-1", check=consul.Check.ttl("60s"))
+    c.agent.check.ttl_pass("service:maint-web-1")
+    eventually(lambda: c.health.service("maint-web", passing=True)[1])
+
+    c.agent.service.maintenance("maint-web-1", "true", reason="deploying v2")
+    check = c.agent.checks()["_service_maintenance:maint-web-1"]
+    assert (check["Status"], check["Notes"]) == ("maintenance", "deploying v2")
+    eventually(lambda: c.health.service("maint-web", passing=True)[1] == [])
+    assert requests.get(f"{base}/v1/agent/health/service/id/maint-web-1", timeout=5).status_code == 503
+    c.agent.service.maintenance("maint-web-1", "false")
+    assert "_service_maintenance:maint-web-1" not in c.agent.checks()
+    eventually(lambda: c.health.service("maint-web", passing=True)[1])
+
+    c.agent.maintenance("true")
+    assert "no reason was provided" in c.agent.checks()["_node_maintenance"]["Notes"]
+    eventually(lambda: c.health.service("maint-web", passing=True)[1] == [])
+    c.agent.maintenance("false")
+    eventually(lambda: c.health.service("maint-web", passing=True)[1])
+
+    assert requests.put(f"{base}/v1/agent/maintenance", timeout=5).status_code == 400
+    assert requests.put(f"{base}/v1/agent/maintenance?enable=maybe", timeout=5).status_code == 400
+    assert requests.put(f"{base}/v1/agent/service/maintenance/nope?enable=true", timeout=5).status_code == 404
+    c.agent.service.deregister("maint-web-1")
