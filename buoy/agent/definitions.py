@@ -121,13 +121,7 @@ def parse_service(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     f = Fields(data, "Service", SERVICE_FIELDS)
     svc = service_row(f, f.str("Name"))
     name = svc["Service"]
-    raw_checks: list[Any] = []
-    if f.obj("Check") is not None:
-        raw_checks.append(f.obj("Check"))
-    more = f.raw("Checks", [])
-    if not isinstance(more, list):
-        raise bad_request("Request decode failed: Service.Checks: expected a list")
-    raw_checks.extend(more)
+    raw_checks = f.checks()
     sid = svc["ID"]
     checks = []
     for i, raw in enumerate(raw_checks):

@@ -82,14 +82,7 @@ def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
     }
     if f.obj("Service") is not None:
         reg["Service"] = _service(f.obj("Service"))
-    raw_checks: list[Any] = []
-    if f.obj("Check") is not None:
-        raw_checks.append(f.obj("Check"))
-    extra = f.raw("Checks", [])
-    if not isinstance(extra, list):
-        raise bad_request("Request decode failed: Request.Checks: expected a list")
-    raw_checks.extend(extra)
-    reg["Checks"] = [_check(c, node, i) for i, c in enumerate(raw_checks)]
+    reg["Checks"] = [_check(c, node, i) for i, c in enumerate(f.checks())]
     for check in reg["Checks"]:
         if check["Node"] != node:
             raise bad_request(f"Check node {check['Node']!r} does not match registration node {node!r}")

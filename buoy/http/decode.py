@@ -115,6 +115,14 @@ class Fields:
             raise bad_request(f"Request decode failed: {self.what}.{name}: expected an object of strings")
         return dict(v)
 
+    def checks(self) -> list[Any]:
+        """The embedded ``Check`` object followed by the ``Checks`` list (Consul accepts both at once)."""
+        found = [self.obj("Check")] if self.obj("Check") is not None else []
+        more = self.raw("Checks", [])
+        if not isinstance(more, list):
+            raise bad_request(f"Request decode failed: {self.what}.Checks: expected a list")
+        return found + more
+
     def obj(self, name: builtins.str) -> Any:
         return self._typed(name, dict, "an object", None)
 
