@@ -15,9 +15,33 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from buoy import log
+from buoy.agent.definitions import parse_check, parse_service
+from buoy.durations import parse_duration
+from buoy.http.errors import HTTPError
+
 
 class ConfigError(Exception):
     """A setting that cannot be used; the message names the source and the key."""
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A service or check definition as a config file holds it, and where: errors name the file and key."""
+
+    source: str  # the file
+    key: str  # "service", "services[2]", "check", "checks[0]"
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a Config is built from; the agent keeps it so that a reload rebuilds the Config the same way."""
+
+    dev: bool = False
+    files: tuple[str, ...] = ()
+    dirs: tuple[str, ...] = ()
+    flags: dict[str, Any] = field(default_factory=dict)  # Config field -> value, for flags given on the command line
 
 
 @dataclass
@@ -43,6 +67,13 @@ class Config:
     default_query_time: float = 300.0
     max_query_time: float = 600.0
     ae_interval: float = 60.0  # seconds between full anti-entropy syncs (before jitter)
+    enable_local_script_checks: bool = False  # script checks from config files
+    enable_script_checks: bool = False  # script checks from the HTTP API too (remote code execution: off)
+    heartbeat_ttl: float = 10.0  # a node not heard from for this long is marked failed by the leader
+    reconnect_timeout: float = 72 * 3600.0  # a failed node is removed from the catalog after this long
+    services: list[Definition] = field(default_factory=list)  # Consul's `service` / `services` keys
+    checks: list[Definition] = field(default_factory=list)  # Consul's `check` / `checks` keys
+    sources: Sources = field(default_factory=Sources)
 
     @property
     def advertise_addr(self) -> str:
@@ -57,7 +88,8 @@ class Config:
 
     @property
     def http_addr(self) -> str:
-        host = self.client_addr if self.client_addr not in ("0.0.0.0", "::") else self.advertise_addr
+        first = self.client_addr.split()[0] if self.client_addr.strip() else "127.0.0.1"
+        host = first if first not in ("0.0.0.0", "::") else self.advertise_addr
         return f"{host}:{self.http_port}"
 
     def cluster_key(self) -> bytes:
@@ -73,12 +105,15 @@ class Config:
         return key
 
     def validate(self) -> None:
+        if self.log_level.upper() not in log.LEVELS:
+            raise ConfigError(f"log_level: unknown level {self.log_level!r} (trace, debug, info, warn, error)")
         if self.dev:
             return
-        if self.server:
-            if not self.data_dir:
-                raise ConfigError("data_dir: a server needs -data-dir (or -dev for an in-memory server)")
-            self.cluster_key()
+        if not self.data_dir:
+            what = "a server" if self.server else "an agent"
+            raise ConfigError(f"data_dir: {what} needs -data-dir (or -dev for an in-memory server)")
+        # Servers and client agents sign every call between them with the cluster key.
+        self.cluster_key()
         if self.bootstrap_expect < 0:
             raise ConfigError("bootstrap_expect: must be 1 or more")
         if self.bootstrap_expect and not self.server:
@@ -110,6 +145,10 @@ _FILE_KEYS: dict[str, str] = {
     "limits.kv_max_value_size": "kv_max_value_size",
     "limits.txn_max_req_len": "txn_max_req_len",
     "ae_interval": "ae_interval",
+    "enable_local_script_checks": "enable_local_script_checks",
+    "enable_script_checks": "enable_script_checks",
+    "heartbeat_ttl": "heartbeat_ttl",
+    "reconnect_timeout": "reconnect_timeout",
 }
 _BLOCKS = {"ports", "limits"}
 _TYPES = {f.name: f.type for f in fields(Config)}
@@ -137,6 +176,11 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _coerce(source: str, key: str, name: str, value: Any) -> Any:
     kind = str(_TYPES[name])
+    if kind == "float" and isinstance(value, str):  # durations are Go strings in Consul's files ("72h")
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {key}: {e}") from None
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -150,10 +194,66 @@ def _coerce(source: str, key: str, name: str, value: Any) -> Any:
     return value
 
 
+# Consul's definition fields that hold lists of objects. Anywhere else a list of one object is an HCL block
+# (`check { ... }`) standing for the object itself, and Consul's decoder unwraps it; so does _unblock.
+_OBJECT_LISTS = frozenset({"checks", "services", "upstreams", "paths"})
+_DEFINITION_KEYS = {"service": "services", "services": "services", "check": "checks", "checks": "checks"}
+
+
+def _unblock(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unblock(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for k, v in value.items():
+        if (isinstance(v, list) and len(v) == 1 and isinstance(v[0], dict)
+                and str(k).lower().replace("_", "") not in _OBJECT_LISTS):
+            v = v[0]
+        out[k] = _unblock(v)
+    return out
+
+
+def _definitions(path: Path, key: str, value: Any) -> list[Definition]:
+    """The definitions under ``service``, ``services``, ``check`` or ``checks``: one object or a list."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, dict) for v in items):
+        raise ConfigError(f"{path}: {key}: expected an object or a list of objects")
+    indexed = key in ("services", "checks") or len(items) > 1
+    return [Definition(str(path), f"{key}[{i}]" if indexed else key, _unblock(v)) for i, v in enumerate(items)]
+
+
+def definitions(cfg: Config) -> tuple[list[tuple[dict[str, Any], list[dict[str, Any]]]], list[dict[str, Any]]]:
+    """The config files' services (each with its embedded checks) and checks, as the agent keeps them."""
+
+    def located(d: Definition, word: str, e: HTTPError) -> ConfigError:
+        # The parsers name what they read "Service" or "Check" ("Service.Port: ..."); name the file's key.
+        text = e.text.removeprefix("Request decode failed: ")
+        rest = text[len(word):] if text.startswith((f"{word}.", f"{word}:")) else f": {text}"
+        return ConfigError(f"{d.source}: {d.key}{rest}")
+
+    scripts = cfg.enable_script_checks or cfg.enable_local_script_checks
+    services, checks = [], []
+    for d in cfg.services:
+        try:
+            services.append(parse_service(d.body, scripts=scripts))
+        except HTTPError as e:
+            raise located(d, "Service", e) from None
+    for d in cfg.checks:
+        try:
+            checks.append(parse_check(d.body, "Check", scripts=scripts))
+        except HTTPError as e:
+            raise located(d, "Check", e) from None
+    return services, checks
+
+
 def apply_file(cfg: Config, path: Path) -> None:
     """Merge one config file into ``cfg`` (lists append, as Consul's config merge does)."""
     data = _read_file(path)
     for key, value in data.items():
+        if key in _DEFINITION_KEYS:
+            getattr(cfg, _DEFINITION_KEYS[key]).extend(_definitions(path, key, value))
+            continue
         if key in _BLOCKS:
             if isinstance(value, list) and len(value) == 1:
                 value = value[0]  # an HCL block parses as a one-element list
@@ -194,4 +294,24 @@ def dev_defaults(cfg: Config) -> None:
     cfg.server = True
     cfg.bind_addr = "127.0.0.1"
     cfg.log_level = "DEBUG"
+    cfg.enable_local_script_checks = True
     cfg.node_name = os.environ.get("BUOY_DEV_NODE", cfg.node_name)
+
+
+def build(sources: Sources) -> Config:
+    """The Config the agent runs with: -dev defaults, then the files, then the flags, validated, definitions
+    included. ``buoy agent``, a reload and ``buoy validate`` all build it here, so they agree."""
+    cfg = Config(sources=sources)
+    if sources.dev:
+        dev_defaults(cfg)
+    load_files(cfg, list(sources.files), list(sources.dirs))
+    for name, value in sources.flags.items():
+        if name == "retry_join":
+            cfg.retry_join.extend(value)
+        else:
+            setattr(cfg, name, value)
+    if cfg.data_dir:
+        cfg.data_dir = str(Path(cfg.data_dir).resolve())
+    cfg.validate()
+    definitions(cfg)
+    return cfg

@@ -28,7 +28,8 @@ def setup(level: str, as_json: bool) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[name]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Uncached: a cached logger keeps the level it was first used with, and a reload may change it.
+        cache_logger_on_first_use=False,
     )
     # pysyncobj logs through the standard library; keep its warnings, route them to stderr.
     logging.basicConfig(level=max(LEVELS[name], logging.WARNING), stream=sys.stderr,

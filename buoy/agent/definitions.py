@@ -18,64 +18,125 @@ SERVICE_FIELDS = {"ID", "Name", "Tags", "Address", "TaggedAddresses", "Meta", "P
 CHECK_FIELDS = {"ID", "CheckID", "Name", "Notes", "Status", "ServiceID", "TTL", "Interval", "Timeout",
                 "DeregisterCriticalServiceAfter", "SuccessBeforePassing", "FailuresBeforeCritical",
                 "FailuresBeforeWarning", "Output", "Token", "Namespace", "Partition",
-                # Kinds the agent does not run yet are refused by name below, not as unknown fields.
+                # Kinds the agent does not run are refused by name below, not as unknown fields.
                 "HTTP", "Method", "Header", "Body", "TLSSkipVerify", "TLSServerName", "TCP", "UDP", "GRPC",
                 "GRPCUseTLS", "Args", "ScriptArgs", "AliasService", "AliasNode", "H2PING", "DockerContainerID",
                 "Shell", "OSService", "DisableRedirects", "OutputMaxSize", "H2PingUseTLS"}
-NOT_YET = ("UDP", "GRPC", "Args", "ScriptArgs", "AliasService", "AliasNode", "H2PING", "DockerContainerID",
-           "OSService")
+# The field that names each kind of check; AliasNode alone aliases a whole node.
+KIND_FIELDS = {"TTL": "ttl", "HTTP": "http", "TCP": "tcp", "UDP": "udp", "GRPC": "grpc", "H2PING": "h2ping",
+               "Args": "script", "ScriptArgs": "script", "AliasService": "alias", "AliasNode": "alias"}
+KIND_NAMES = "TTL, HTTP, TCP, UDP, GRPC, H2PING, Args or AliasService"
+NOT_SUPPORTED = ("DockerContainerID", "OSService")
+SCRIPTS_DISABLED = ("Scripts are disabled on this agent; to enable them, set enable_script_checks "
+                    "(or enable_local_script_checks for checks in config files)")
 MIN_INTERVAL = 1.0
+MIN_DEREGISTER_AFTER = 1.0  # Consul's minimum is 1m; Buoy takes any value from 1s (docs/configuration.md)
 STATES = ("passing", "warning", "critical")
 
 
-def _definition(f: Fields, what: str) -> tuple[str, dict[str, Any]]:
-    """The check's kind and what its runner needs, validated."""
-    for kind in NOT_YET:
-        if f.has(kind):
-            raise bad_request(f"{what}: {kind} checks are not supported by this agent yet (use TTL, HTTP or TCP)")
-    kinds = [k for k in ("TTL", "HTTP", "TCP") if f.has(k)]
-    if len(kinds) != 1:
-        raise bad_request(f"{what}: a check needs exactly one of TTL, HTTP or TCP")
-    if kinds == ["TTL"]:
-        ttl = f.duration("TTL")
-        if ttl is None or ttl <= 0:
-            raise bad_request(f"{what}: TTL must be positive")
-        return "ttl", {"TTL": format_duration(ttl)}
+def _host_port(what: str, field: str, target: str) -> None:
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise bad_request(f"{what}: {field} must be host:port, not {target!r}")
+
+
+def _kind(f: Fields, what: str) -> tuple[str, str]:
+    """The check's kind and the field that names it."""
+    for field in NOT_SUPPORTED:
+        if f.has(field):
+            raise bad_request(f"{what}: {field} checks are not supported by this agent")
+    named = [field for field in KIND_FIELDS if f.has(field)]
+    kinds = {KIND_FIELDS[field] for field in named}
+    if len(kinds) != 1 or named == ["Args", "ScriptArgs"]:
+        got = f", not {' and '.join(named)}" if named else ""
+        raise bad_request(f"{what}: a check needs exactly one of {KIND_NAMES}{got}")
+    return kinds.pop(), named[0]
+
+
+def _probe_fields(f: Fields, what: str, field: str) -> dict[str, Any]:
+    """Interval, timeout and thresholds, which every kind that probes on an interval shares."""
     interval = f.duration("Interval")
     if interval is None:
-        raise bad_request(f"{what}: Interval is required for {kinds[0]} checks")
+        raise bad_request(f"{what}: Interval is required for {field} checks")
     if interval < MIN_INTERVAL:
         raise bad_request(f"{what}: Interval must be at least 1s")
     timeout = f.duration("Timeout")
     if timeout is not None and timeout <= 0:
         raise bad_request(f"{what}: Timeout must be positive")
-    d: dict[str, Any] = {"Interval": format_duration(interval), "Timeout": format_duration(timeout) if timeout else "",
-                         "SuccessBeforePassing": f.int("SuccessBeforePassing"),
-                         "FailuresBeforeCritical": f.int("FailuresBeforeCritical")}
-    if kinds == ["TCP"]:
-        target = f.str("TCP")
-        if ":" not in target or not target.rsplit(":", 1)[1].isdigit():
-            raise bad_request(f"{what}: TCP must be host:port, not {target!r}")
-        return "tcp", dict(d, TCP=target)
-    url = f.str("HTTP")
-    if not url.startswith(("http://", "https://")):
-        raise bad_request(f"{what}: HTTP must be an http:// or https:// URL, not {url!r}")
-    header = f.raw("Header", {})
-    if not isinstance(header, dict) or not all(
-            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in header.values()):
-        raise bad_request(f"{what}: Header must map names to lists of strings")
-    return "http", dict(d, HTTP=url, Method=f.str("Method") or "GET", Header=header, Body=f.str("Body"),
-                        TLSSkipVerify=f.bool("TLSSkipVerify"))
+    counts = {k: f.int(k) for k in ("SuccessBeforePassing", "FailuresBeforeCritical", "OutputMaxSize")}
+    # Consul: FailuresBeforeWarning defaults to FailuresBeforeCritical and may not exceed it.
+    counts["FailuresBeforeWarning"] = f.int("FailuresBeforeWarning", counts["FailuresBeforeCritical"])
+    for k, v in counts.items():
+        if v < 0:
+            raise bad_request(f"{what}: {k} must not be negative")
+    if counts["FailuresBeforeWarning"] > counts["FailuresBeforeCritical"]:
+        raise bad_request(f"{what}: FailuresBeforeWarning must not be greater than FailuresBeforeCritical")
+    return {"Interval": format_duration(interval), "Timeout": format_duration(timeout) if timeout else "", **counts}
 
 
-def parse_check(data: Any, what: str, service_id: str = "", default_id: str = "") -> dict[str, Any]:
-    """A check row (Consul's HealthCheck shape) with the ``Definition`` its runner uses."""
+def _definition(f: Fields, what: str, scripts: bool) -> tuple[str, dict[str, Any]]:
+    """The check's kind and what its runner needs, validated."""
+    kind, field = _kind(f, what)
+    if kind == "ttl":
+        ttl = f.duration("TTL")
+        if ttl is None or ttl <= 0:
+            raise bad_request(f"{what}: TTL must be positive")
+        return kind, {"TTL": format_duration(ttl)}
+    if kind == "alias":
+        alias = {"AliasService": f.str("AliasService"), "AliasNode": f.str("AliasNode")}
+        if not any(alias.values()):
+            raise bad_request(f"{what}: AliasService or AliasNode must name what the check aliases")
+        return kind, alias
+    if kind == "script" and not scripts:
+        raise bad_request(f"{what}: {SCRIPTS_DISABLED}")
+    d = _probe_fields(f, what, field)
+    if kind == "script":
+        args = f.str_list(field)
+        if not args or not args[0]:
+            raise bad_request(f"{what}: {field} must name a program to run")
+        return kind, dict(d, Args=args)
+    if kind == "http":
+        url = f.str("HTTP")
+        if not url.startswith(("http://", "https://")):
+            raise bad_request(f"{what}: HTTP must be an http:// or https:// URL, not {url!r}")
+        header = f.raw("Header", {})
+        if not isinstance(header, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in header.values()):
+            raise bad_request(f"{what}: Header must map names to lists of strings")
+        return kind, dict(d, HTTP=url, Method=f.str("Method") or "GET", Header=header, Body=f.str("Body"),
+                          TLSSkipVerify=f.bool("TLSSkipVerify"))
+    target = f.str(field)
+    _host_port(what, field, target.partition("/")[0] if kind == "grpc" else target)
+    d[field] = target
+    if kind == "grpc":
+        if f.bool("GRPCUseTLS") and f.bool("TLSSkipVerify"):
+            raise bad_request(f"{what}: TLSSkipVerify is not supported for gRPC checks by this agent")
+        d.update(GRPCUseTLS=f.bool("GRPCUseTLS"), TLSServerName=f.str("TLSServerName"))
+    elif kind == "h2ping":
+        d.update(H2PingUseTLS=f.bool("H2PingUseTLS", True), TLSSkipVerify=f.bool("TLSSkipVerify"),
+                 TLSServerName=f.str("TLSServerName"))
+    return kind, d
+
+
+def parse_check(data: Any, what: str, service_id: str = "", default_id: str = "",
+                scripts: bool = False) -> dict[str, Any]:
+    """A check row (Consul's HealthCheck shape) with the ``Definition`` its runner uses.
+
+    ``scripts`` allows script checks: ``enable_script_checks`` for HTTP API registrations, that or
+    ``enable_local_script_checks`` for config files.
+    """
     f = Fields(data, what, CHECK_FIELDS)
-    kind, definition = _definition(f, what)
+    kind, definition = _definition(f, what, scripts)
+    reap_after = f.duration("DeregisterCriticalServiceAfter")
+    if reap_after is not None:
+        if reap_after < MIN_DEREGISTER_AFTER:
+            raise bad_request(f"{what}: DeregisterCriticalServiceAfter must be at least 1s")
+        definition["DeregisterCriticalServiceAfter"] = format_duration(reap_after)
     name = f.str("Name")
     check_id = f.str("CheckID") or f.str("ID") or default_id or name
     if not check_id:
         raise bad_request(f"{what}: Missing check name")
+    # Consul: a new check is critical until its first result, unless the definition says otherwise.
     status = f.str("Status") or "critical"
     if status not in STATES:
         raise bad_request(f"{what}: Status must be passing, warning or critical, not {status!r}")
@@ -116,8 +177,9 @@ def service_row(f: Fields, name: str) -> dict[str, Any]:
     }
 
 
-def parse_service(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """An AgentService row and the checks the definition embeds (``Check`` and ``Checks``)."""
+def parse_service(data: Any, scripts: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An AgentService row and the checks the definition embeds (``Check`` and ``Checks``); ``scripts`` as
+    for parse_check."""
     f = Fields(data, "Service", SERVICE_FIELDS)
     svc = service_row(f, f.str("Name"))
     name = svc["Service"]
@@ -127,7 +189,7 @@ def parse_service(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for i, raw in enumerate(raw_checks):
         # Consul names embedded checks service:<id>, or service:<id>:<n> when there are several.
         default = f"service:{sid}" if len(raw_checks) == 1 else f"service:{sid}:{i + 1}"
-        check = parse_check(raw, f"Service.Checks[{i}]", sid, default)
+        check = parse_check(raw, f"Service.Checks[{i}]", sid, default, scripts)
         if check["ServiceID"] != sid:
             raise bad_request(f"Service.Checks[{i}]: ServiceID must be {sid!r}")
         if not check["Name"] or check["Name"] == default:

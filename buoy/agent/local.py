@@ -1,7 +1,8 @@
 """The services and checks this agent owns: the agent's truth, which anti-entropy pushes to the catalog.
 
 Registered through the API they persist in ``<data-dir>/agent/local.json`` (written atomically) and come
-back after a restart, check status included; in ``-dev`` they live in memory only.
+back after a restart, check status included; in ``-dev`` they live in memory only. Those defined in config
+files are not persisted: the files are their truth, read again at every start and reload.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class LocalState:
     def __init__(self, data_dir: str | None, on_change: Callable[[], None]) -> None:
         self.services: dict[str, dict[str, Any]] = {}
         self.checks: dict[str, dict[str, Any]] = {}
+        # IDs of the services and checks the config files define (NodeAgent.apply_config marks them).
+        self.config_services: set[str] = set()
+        self.config_checks: set[str] = set()
         self._path = Path(data_dir, "agent", "local.json") if data_dir else None
         self._on_change = on_change
 
@@ -34,12 +38,16 @@ class LocalState:
         self.checks = {c["CheckID"]: c for c in data["checks"]}
 
     def _changed(self) -> None:
+        # Whatever removed a service or check (API, reload, its service going) ends its config ownership.
+        self.config_services.intersection_update(self.services)
+        self.config_checks.intersection_update(self.checks)
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._path.with_suffix(".tmp")
             with open(tmp, "w") as f:
-                json.dump({"version": FORMAT_VERSION, "services": list(self.services.values()),
-                           "checks": list(self.checks.values())}, f)
+                json.dump({"version": FORMAT_VERSION,
+                           "services": [s for sid, s in self.services.items() if sid not in self.config_services],
+                           "checks": [c for cid, c in self.checks.items() if cid not in self.config_checks]}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self._path)

@@ -6,22 +6,32 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from buoy.agent.checks import http, tcp
-from buoy.agent.checks.probe import ProbeCheck
+import structlog
+
+from buoy.agent.checks import grpc, h2ping, http, script, tcp, udp
+from buoy.agent.checks.alias import AliasCheck
+from buoy.agent.checks.probe import Kind, ProbeCheck
 from buoy.agent.checks.ttl import TTLChecks
 from buoy.agent.local import LocalState
 from buoy.agent.sync import AntiEntropy, Catalog
-from buoy.config import Config
+from buoy.config import Config, ConfigError
+from buoy.durations import parse_duration
 from buoy.http.errors import HTTPError
+
+log = structlog.get_logger("buoy.node")
+PROBED: dict[str, Kind] = {"http": http.KIND, "tcp": tcp.KIND, "udp": udp.KIND, "grpc": grpc.KIND,
+                           "h2ping": h2ping.KIND, "script": script.KIND}
 
 
 class NodeAgent:
     def __init__(self, cfg: Config, node_id: str, catalog: Catalog) -> None:
+        self.cfg = cfg
         self.local = LocalState(None if cfg.dev else cfg.data_dir, on_change=self._changed)
         self.ttl = TTLChecks(self._checked)
         self.sync = AntiEntropy(cfg, node_id, self.local, catalog)
         self._task: asyncio.Task[None] | None = None
-        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._reapers: dict[str, asyncio.TimerHandle] = {}
 
     def _changed(self) -> None:
         self.sync.trigger()
@@ -35,28 +45,57 @@ class NodeAgent:
 
     async def stop(self) -> None:
         self.ttl.stop()
-        for cid in list(self._probes):
+        runners = list(self._runners.values())
+        for cid in [*self._runners, *self._reapers]:
             self._halt(cid)
+        # Wait for the runners to wind down, so that no script check's process outlives the agent.
+        await asyncio.gather(*runners, return_exceptions=True)
         await http.close()
         if self._task is not None:
             self._task.cancel()
 
     def _run(self, check: dict[str, Any]) -> None:
         """Start (or restart) whatever keeps this check's status current."""
-        cid = check["CheckID"]
+        cid, kind = check["CheckID"], check["Type"]
         self._halt(cid)
-        if check["Type"] == "ttl":
+        if kind == "ttl":
             self.ttl.arm(cid, check["Definition"]["TTL"])
-        elif check["Type"] in ("http", "tcp"):
-            probe = http.probe if check["Type"] == "http" else tcp.probe
-            runner = ProbeCheck(check, probe, self._checked)
-            self._probes[cid] = asyncio.get_running_loop().create_task(runner.run())
+        elif kind == "alias" or kind in PROBED:
+            runner = (AliasCheck(check, self.cfg.http_addr, self.cfg.node_name, self._checked) if kind == "alias"
+                      else ProbeCheck(check, PROBED[kind], self._checked))
+            self._runners[cid] = asyncio.get_running_loop().create_task(runner.run())
+        self._watch_critical(check)
 
     def _halt(self, check_id: str) -> None:
         self.ttl.disarm(check_id)
-        task = self._probes.pop(check_id, None)
+        task = self._runners.pop(check_id, None)
         if task is not None:
             task.cancel()
+        self._forget_critical(check_id)
+
+    def _watch_critical(self, check: dict[str, Any]) -> None:
+        """Consul's reaper: a service whose check has stayed critical for longer than the check's
+        DeregisterCriticalServiceAfter is deregistered, checks and all. One timer per critical check,
+        started when it turns critical and dropped when it leaves that state."""
+        cid, sid = check["CheckID"], check["ServiceID"]
+        after = check["Definition"].get("DeregisterCriticalServiceAfter")
+        if not (after and sid and check["Status"] == "critical"):
+            self._forget_critical(cid)
+        elif cid not in self._reapers:
+            self._reapers[cid] = asyncio.get_running_loop().call_later(
+                parse_duration(after), self._reap, cid, sid, after)
+
+    def _forget_critical(self, check_id: str) -> None:
+        timer = self._reapers.pop(check_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _reap(self, check_id: str, service_id: str, after: str) -> None:
+        self._reapers.pop(check_id, None)
+        if service_id in self.local.services:
+            log.info("deregistering a service whose check stayed critical", service=service_id, check=check_id,
+                     after=after)
+            self.deregister_service(service_id)
 
     # ---- services and checks -----------------------------------------------------------------------
 
@@ -97,6 +136,7 @@ class NodeAgent:
             raise HTTPError(500, f"Check {check_id!r} is not a TTL check: its status comes from its probe")
         self.local.set_status(check_id, status, output)
         self.ttl.arm(check_id, check["Definition"]["TTL"])
+        self._watch_critical(self.local.checks[check_id])
 
     def set_maintenance(self, service_id: str | None, enable: bool, reason: str) -> None:
         """Consul's maintenance mode: a check in state ``maintenance`` takes the service (or, without a
@@ -122,3 +162,48 @@ class NodeAgent:
         """A runner's verdict (TTL lapse or probe result); ignored once the check is gone."""
         if check_id in self.local.checks:
             self.local.set_status(check_id, status, output)
+            self._watch_critical(self.local.checks[check_id])
+
+    # ---- config files --------------------------------------------------------------------------------
+
+    def apply_config(self, services: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+                     checks: list[dict[str, Any]]) -> None:
+        """Make the config files' services and checks current, at start and on every reload: register what
+        they define, remove the config-defined ones they no longer define, leave API registrations alone.
+        What is registered as defined already keeps its checks running. A set the node cannot take raises
+        ConfigError before anything changes."""
+        local = self.local
+        ids = {svc["ID"] for svc, _ in services}
+        targets = ids | (local.services.keys() - local.config_services)
+        owners: dict[str, str] = {}  # check ID -> its service in the files
+        for cid, sid in [(c["CheckID"], svc["ID"]) for svc, cs in services for c in cs] + [
+                (c["CheckID"], c["ServiceID"]) for c in checks]:
+            if sid and sid not in targets:
+                raise ConfigError(f'check "{cid}": ServiceID "{sid}" does not exist')
+            old = local.checks.get(cid)
+            if owners.setdefault(cid, sid) != sid or (
+                    old is not None and cid not in local.config_checks and old["ServiceID"] != sid):
+                raise ConfigError(f'check "{cid}": the check ID is already used for another service')
+
+        def current(row: dict[str, Any]) -> bool:
+            old = local.checks.get(row["CheckID"]) if row["CheckID"] in local.config_checks else None
+            return old is not None and dict(old, Status=row["Status"], Output=row["Output"]) == row
+
+        for sid in sorted(local.config_services - ids):
+            self.deregister_service(sid)
+        for cid in sorted(local.config_checks):
+            if owners.get(cid) != local.checks[cid]["ServiceID"]:  # gone from the files, or moved
+                self.deregister_check(cid)
+        for svc, svc_checks in services:
+            if svc["ID"] not in local.config_services or local.services[svc["ID"]] != svc or not all(
+                    current(c) for c in svc_checks):
+                local.config_services.add(svc["ID"])
+                local.config_checks.update(c["CheckID"] for c in svc_checks)
+                self.register_service(svc, svc_checks)
+        for check in checks:
+            if not current(check):
+                local.config_checks.add(check["CheckID"])
+                self.register_check(check)
+        # An API check on a config service that left the files while the agent was down (it was persisted).
+        for cid in [cid for cid, c in local.checks.items() if c["ServiceID"] and c["ServiceID"] not in local.services]:
+            self.deregister_check(cid)

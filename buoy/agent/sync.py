@@ -1,21 +1,24 @@
 """Anti-entropy: the agent's services and checks are the truth for its node in the catalog.
 
-A local change is pushed at once; a full comparison runs every ``ae_interval`` (60 s) plus up to half of
-it again as jitter, and repairs both ways: it re-registers what the catalog lost and deregisters what the
-agent no longer has, on this node only, leaving the server's own ``consul`` service and ``serfHealth``
-check alone. A check whose only change is its output is pushed at most every ``OUTPUT_UPDATE_INTERVAL``
-(Consul's check_update_interval), so output that changes on every run does not cost a Raft write each time.
+A local change is pushed at once; a full comparison runs every ``ae_interval`` (60 s, scaled up in
+clusters of more than 128 nodes) plus up to half of it again as jitter, and repairs both ways: it
+re-registers what the catalog lost and deregisters what the agent no longer has, on this node only,
+leaving the server's own ``consul`` service and ``serfHealth`` check alone. A check whose only change is
+its output is pushed at most every ``OUTPUT_UPDATE_INTERVAL`` (Consul's check_update_interval), so output
+that changes on every run does not cost a Raft write each time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from typing import Any, Protocol
 
 import structlog
 
+from buoy.api.client import ClientError
 from buoy.config import Config
 from buoy.http.errors import HTTPError
 from buoy.server.raft import RaftError
@@ -23,6 +26,7 @@ from buoy.server.raft import RaftError
 log = structlog.get_logger("buoy.sync")
 OUTPUT_UPDATE_INTERVAL = 300.0
 RETRY_AFTER = 1.0
+SCALE_THRESHOLD = 128
 SERVER_OWNED_SERVICES = frozenset({"consul"})
 SERVER_OWNED_CHECKS = frozenset({"serfHealth"})
 _CHECK_KEYS = ("Name", "Status", "Notes", "Output", "ServiceID", "Type", "Interval", "Timeout", "Definition")
@@ -38,9 +42,10 @@ def node_fields(cfg: Config, node_id: str) -> dict[str, Any]:
 
 
 class Catalog(Protocol):
-    """Where the agent's node lives: the local state store on a server agent."""
+    """Where the agent's node lives: the local state store on a server agent, signed calls to the
+    servers on a client agent (buoy.agent.servers.RemoteCatalog)."""
 
-    def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]: ...
+    async def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]: ...
 
     async def apply(self, cmd: dict[str, Any]) -> Any: ...
 
@@ -53,6 +58,14 @@ class AntiEntropy:
         self.catalog = catalog
         self._wake = asyncio.Event()
         self._output_pushed: dict[str, float] = {}
+        self.cluster_size = 1  # alive nodes, as the leader last said in a heartbeat answer
+
+    def interval(self) -> float:
+        """``ae_interval`` scaled with the cluster as Consul does: x1 up to 128 nodes, then one more step
+        per doubling, so the servers see about the same sync load whatever the size."""
+        if self.cluster_size <= SCALE_THRESHOLD:
+            return self.cfg.ae_interval
+        return self.cfg.ae_interval * (math.ceil(math.log2(self.cluster_size) - math.log2(SCALE_THRESHOLD)) + 1)
 
     def trigger(self) -> None:
         self._wake.set()
@@ -60,20 +73,20 @@ class AntiEntropy:
     async def run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.cfg.ae_interval * random.uniform(1.0, 1.5))
+                await asyncio.wait_for(self._wake.wait(), self.interval() * random.uniform(1.0, 1.5))
             except TimeoutError:
                 pass
             self._wake.clear()
             try:
                 await self.sync()
-            except (HTTPError, RaftError) as e:
+            except (HTTPError, RaftError, ClientError) as e:
                 log.info("sync with the catalog failed, retrying", error=str(e))
                 await asyncio.sleep(RETRY_AFTER)
                 self._wake.set()
 
     async def sync(self) -> None:
         node = self.cfg.node_name
-        remote_services, remote_checks = self.catalog.node_view(node)
+        remote_services, remote_checks = await self.catalog.node_view(node)
         base = node_fields(self.cfg, self.node_id)
         for sid, svc in list(self.local.services.items()):
             remote = remote_services.get(sid)

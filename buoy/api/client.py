@@ -58,10 +58,11 @@ class APIError(ClientError):
 class AgentUnreachable(ClientError):
     """No HTTP conversation was possible with the agent at `addr` (refused, reset, not HTTP, no route)."""
 
-    def __init__(self, addr: str, reason: str = "") -> None:
+    def __init__(self, addr: str, reason: str = "", sent: bool = False) -> None:
         super().__init__(addr, reason)
         self.addr = addr
         self.reason = reason
+        self.sent = sent  # whether the request may have reached the agent (so a write may have happened)
 
     def __str__(self) -> str:
         return f"cannot reach the agent at {self.addr}" + (f" ({self.reason})" if self.reason else "")
@@ -280,8 +281,10 @@ class Client:
         timeout: float | None = None,
         allow_404: bool = False,
         headers: Mapping[str, str] | None = None,
+        check: bool = True,
     ) -> Response:
-        """One HTTP exchange; raises APIError on a non-2xx answer (404 too, unless `allow_404`)."""
+        """One HTTP exchange; raises APIError on a non-2xx answer (404 too, unless `allow_404`; none at all
+        when not `check`)."""
         query = _encode_params(params)
         if self.datacenter and not any(k == "dc" for k, _ in query):
             query.append(("dc", self.datacenter))
@@ -302,8 +305,8 @@ class Client:
         except aiohttp.ClientConnectorError as exc:
             raise AgentUnreachable(self.addr, exc.strerror or "") from None
         except aiohttp.ClientError as exc:
-            raise AgentUnreachable(self.addr, type(exc).__name__) from None
-        if 200 <= response.status < 300 or (allow_404 and response.status == 404):
+            raise AgentUnreachable(self.addr, type(exc).__name__, sent=True) from None
+        if not check or 200 <= response.status < 300 or (allow_404 and response.status == 404):
             return response
         raise APIError(response.status, body.decode("utf-8", "replace"))
 

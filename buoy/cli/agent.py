@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from buoy import log
-from buoy.config import Config, ConfigError, dev_defaults, load_files
+from buoy.config import ConfigError, Sources, build
 
 # Flag name -> Config field; only flags given on the command line override the files.
 _SCALARS = {
@@ -45,28 +44,17 @@ def _opt(name: str, **kw: Any) -> Any:
 @_opt("log-json", is_flag=True, default=None, help="Log one JSON object per line.")
 def agent(**flags: Any) -> None:
     """Run a Buoy agent (server with -server or -dev)."""
-    cfg = Config()
-    try:
-        if flags["dev"]:
-            dev_defaults(cfg)
-        load_files(cfg, list(flags["config_file"]), list(flags["config_dir"]))
-        for flag, name in _SCALARS.items():
-            if flags[flag] is not None:
-                setattr(cfg, name, flags[flag])
-        if flags["server"]:
-            cfg.server = True
-        if flags["log_json"]:
-            cfg.log_json = True
-        cfg.retry_join.extend(flags["retry_join"] + flags["join"])
-        if cfg.data_dir:
-            cfg.data_dir = str(Path(cfg.data_dir).resolve())
-        cfg.validate()
-        if not cfg.server:
-            raise ConfigError("client mode is not available yet: run a server with -server or -dev")
-        log.setup(cfg.log_level, cfg.log_json)
-    except (ConfigError, ValueError) as e:
-        click.echo(f"==> Error: {e}", err=True)
-        sys.exit(1)
+    overrides = {name: flags[flag] for flag, name in _SCALARS.items() if flags[flag] is not None}
+    overrides.update({name: True for name in ("server", "log_json") if flags[name]})
+    if flags["retry_join"] or flags["join"]:
+        overrides["retry_join"] = [*flags["retry_join"], *flags["join"]]
+    sources = Sources(dev=flags["dev"], files=flags["config_file"], dirs=flags["config_dir"], flags=overrides)
     from buoy.agent.agent import run_agent
 
-    run_agent(cfg)
+    try:
+        cfg = build(sources)
+        log.setup(cfg.log_level, cfg.log_json)
+        run_agent(cfg)  # raises ConfigError when the config files' services and checks cannot be registered
+    except ConfigError as e:
+        click.echo(f"==> Error: {e}", err=True)
+        sys.exit(1)

@@ -27,11 +27,17 @@ _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 COMMANDS = {
     "agent": "buoy.cli.agent:agent",
     "catalog": "buoy.cli.catalog:catalog",
+    "force-leave": "buoy.cli.membership:force_leave",
+    "join": "buoy.cli.membership:join",
     "keygen": "buoy.cli.keygen:keygen",
     "kv": "buoy.cli.kv:kv",
+    "leave": "buoy.cli.membership:leave",
     "lock": "buoy.cli.lock:lock",
     "members": "buoy.cli.members:members",
     "operator": "buoy.cli.operator:operator",
+    "reload": "buoy.cli.reload:reload",
+    "services": "buoy.cli.services:services",
+    "validate": "buoy.cli.validate:validate",
 }
 
 

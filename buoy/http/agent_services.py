@@ -20,6 +20,11 @@ def _node(request: web.Request) -> Any:
     return request.app["agent"].node
 
 
+def _api_scripts(request: web.Request) -> bool:
+    """Script checks registered over HTTP need enable_script_checks; enable_local_script_checks is not enough."""
+    return bool(request.app["agent"].cfg.enable_script_checks)
+
+
 def _service_out(request: web.Request, svc: dict[str, Any]) -> dict[str, Any]:
     return dict(svc, Datacenter=request.app["agent"].cfg.datacenter)
 
@@ -47,7 +52,7 @@ async def service(request: web.Request) -> web.Response:
 
 @routes.put("/v1/agent/service/register")
 async def register_service(request: web.Request) -> web.Response:
-    svc, checks = parse_service(await read_json(request))
+    svc, checks = parse_service(await read_json(request), scripts=_api_scripts(request))
     _node(request).register_service(svc, checks)
     return web.Response()
 
@@ -66,7 +71,7 @@ async def checks(request: web.Request) -> web.Response:
 
 @routes.put("/v1/agent/check/register")
 async def register_check(request: web.Request) -> web.Response:
-    _node(request).register_check(parse_check(await read_json(request), "Check"))
+    _node(request).register_check(parse_check(await read_json(request), "Check", scripts=_api_scripts(request)))
     return web.Response()
 
 

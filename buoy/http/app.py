@@ -10,7 +10,21 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from buoy.http import agent_services, catalog, forward, health, internal, kv, session, status, txn
+from buoy.api.client import APIError, ClientError
+from buoy.http import (
+    agent_membership,
+    agent_reload,
+    agent_services,
+    catalog,
+    forward,
+    health,
+    internal,
+    kv,
+    proxy,
+    session,
+    status,
+    txn,
+)
 from buoy.http.decode import MAX_JSON_BODY
 from buoy.http.errors import HTTPError
 from buoy.server.raft import RaftError
@@ -42,6 +56,10 @@ def guarded(handler: Handler) -> Handler:
             response = _text(e.status, e.text)
         except RaftError as e:
             response = _text(500, str(e))
+        except APIError as e:  # a server's answer to a call made on the caller's behalf: passed on as is
+            response = _text(e.status, e.body.strip())
+        except ClientError as e:  # the servers could not be reached for that call
+            response = _text(500, f"rpc error making call: {e}")
         except web.HTTPException as e:
             response = _text(e.status, e.text or e.reason)
         except asyncio.CancelledError:
@@ -68,16 +86,21 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
     return _text(404, "404 page not found")
 
 
+# Every agent answers these itself; a client agent passes every other /v1 call to a server.
+AGENT_MODULES = (agent_services, agent_membership, agent_reload)
+SERVER_MODULES = (kv, txn, session, catalog, health, status, internal)
+
+
 def make_app(agent: Any) -> web.Application:
     cfg = agent.cfg
     largest = max(cfg.kv_max_value_size, cfg.txn_max_req_len, MAX_JSON_BODY)
     app = web.Application(client_max_size=largest + 1,
                           handler_args={"max_field_size": 16384})
     app["agent"] = agent
-    app["pretty"] = agent.cfg.dev
+    app["pretty"] = cfg.dev
     app["loop"] = asyncio.get_event_loop()
     app.on_cleanup.append(forward.close)
-    for module in (kv, txn, session, catalog, health, status, agent_services, internal):
+    for module in AGENT_MODULES + (SERVER_MODULES if agent.server is not None else ()):
         for route in module.routes:
             assert isinstance(route, web.RouteDef)
             app.router.add_route(route.method, route.path, guarded(route.handler), **route.kwargs)
@@ -86,5 +109,7 @@ def make_app(agent: Any) -> web.Application:
         methods = [r.method for r in resource if r.method != "HEAD"]
         # Last, so it only catches the methods the resource has no route for.
         resource.add_route("*", guarded(_method_not_allowed(methods)))
+    if agent.server is None:
+        app.router.add_route("*", "/v1/{tail:.*}", guarded(proxy.forward))
     app.router.add_route("*", "/{tail:.*}", guarded(_not_found))
     return app

@@ -3,10 +3,17 @@ replayed against the leader's HTTP API and its answer (status, body, index heade
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from aiohttp import web
 
 from buoy.api.client import APIError, Client, ClientError
 from buoy.http.errors import HTTPError
+from buoy.server.raft.errors import NO_LEADER
+
+RPC_HOLD_TIMEOUT = 7.0  # Consul's rpc_hold_timeout: how long a call waits out a leader election
+HOLD_PAUSE = 0.2
 
 _PASS_HEADERS = ("Content-Type", "X-Consul-Index", "X-Consul-KnownLeader", "X-Consul-Effective-Consistency",
                  "X-Content-Type-Options", "Content-Security-Policy")
@@ -21,19 +28,29 @@ def _client(app: web.Application, addr: str) -> Client:
 
 
 async def to_leader(request: web.Request, wait: float) -> web.Response:
+    """Replay the read on the leader. During an election, or while the leader this server knows is
+    unreachable (dead, and not yet replaced), hold the read for up to RPC_HOLD_TIMEOUT as Consul does:
+    it is a read, so asking again is safe."""
     server = request.app["agent"].server
-    with server.store.lock:
-        info = server.store.servers.get(server.leader_addr or "")
-    if info is None:
-        raise HTTPError(500, "No cluster leader")
-    client = _client(request.app, info["HTTP"])
-    try:
-        resp = await client.request("GET", request.rel_url.raw_path, params=list(request.query.items()),
-                                    timeout=wait + 30, allow_404=True)
-    except APIError as e:
-        return web.Response(status=e.status, text=e.body, content_type="text/plain")
-    except ClientError as e:
-        raise HTTPError(500, f"rpc error making call: leader unreachable: {e}") from None
+    hold_until = time.monotonic() + RPC_HOLD_TIMEOUT
+    while True:
+        with server.store.lock:
+            info = server.store.servers.get(server.leader_addr or "")
+        if info is not None:
+            try:
+                resp = await _client(request.app, info["HTTP"]).request(
+                    "GET", request.rel_url.raw_path, params=list(request.query.items()), timeout=wait + 30,
+                    allow_404=True)
+                break
+            except APIError as e:
+                return web.Response(status=e.status, text=e.body, content_type="text/plain")
+            except ClientError as e:
+                problem = f"{NO_LEADER}: leader unreachable: {e}"
+        else:
+            problem = NO_LEADER
+        if time.monotonic() >= hold_until:
+            raise HTTPError(500, problem)
+        await asyncio.sleep(HOLD_PAUSE)
     headers = {h: resp.headers[h] for h in _PASS_HEADERS if h in resp.headers}
     headers["X-Consul-LastContact"] = str(server.last_contact_ms())
     return web.Response(status=resp.status, body=resp.body, headers=headers)

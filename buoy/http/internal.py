@@ -1,5 +1,6 @@
-"""Server-to-server endpoints used to form the cluster; every request and answer is signed with the
-cluster key (see :mod:`buoy.server.membership`). Unsigned or wrongly signed calls get 403."""
+"""Agent-to-server endpoints: cluster formation, heartbeats, leave, and the catalog calls a client agent's
+anti-entropy makes. Every request and answer is signed with the cluster key (:mod:`buoy.api.signed`);
+unsigned or wrongly signed calls get 403. Calls that only the leader can answer are passed to it."""
 
 from __future__ import annotations
 
@@ -8,21 +9,29 @@ from typing import Any
 
 from aiohttp import web
 
-from buoy.api.client import ClientError
+from buoy.api.signed import signed_headers, verify_headers
 from buoy.http.decode import read_body
 from buoy.http.errors import HTTPError
-from buoy.server.membership import signed_headers, verify
+from buoy.server.server import HEARTBEAT, JOIN, LEAVE
 
 routes = web.RouteTableDef()
+MAX_BODY = 1 << 20
+# What a client agent's anti-entropy may write: its node's services and checks, nothing else.
+CATALOG_OPS = ("catalog.register", "catalog.deregister")
 
 
-async def _verified_body(request: web.Request) -> bytes:
+async def _verified(request: web.Request) -> dict[str, Any]:
     server = request.app["agent"].server
-    body = await read_body(request, 65536)
-    if server is None or not verify(server.key, request.headers.get("X-Buoy-Time", ""), body,
-                                    request.headers.get("X-Buoy-Signature", "")):
+    body = await read_body(request, MAX_BODY)
+    if server is None or not verify_headers(server.key, request.headers, body):
         raise HTTPError(403, "Permission denied: request not signed with this cluster's key")
-    return body
+    try:
+        payload = json.loads(body) if body else {}
+    except ValueError:
+        raise HTTPError(400, "Request decode failed: invalid JSON") from None
+    if not isinstance(payload, dict):
+        raise HTTPError(400, "Request decode failed: expected an object")
+    return payload
 
 
 def _answer(request: web.Request, data: Any) -> web.Response:
@@ -33,7 +42,7 @@ def _answer(request: web.Request, data: Any) -> web.Response:
 
 @routes.get("/v1/internal/buoy/peer")
 async def peer(request: web.Request) -> web.Response:
-    await _verified_body(request)
+    await _verified(request)
     server = request.app["agent"].server
     return _answer(request, {
         "raft": server.cfg.raft_addr,
@@ -42,21 +51,27 @@ async def peer(request: web.Request) -> web.Response:
     })
 
 
-@routes.post("/v1/internal/buoy/join")
-async def join(request: web.Request) -> web.Response:
-    body = await _verified_body(request)
-    server = request.app["agent"].server
-    raft_addr = str(json.loads(body)["raft"])
-    if server.is_leader:
-        members = await server.add_server(raft_addr)
-    else:
-        leader = server.leader_addr
-        with server.store.lock:
-            info = server.store.servers.get(leader or "")
-        if info is None:
-            raise HTTPError(500, "No cluster leader")
-        try:
-            members = await server.membership.forward_join(info["HTTP"], raft_addr)
-        except ClientError as e:
-            raise HTTPError(500, f"rpc error making call: {e}") from None
-    return _answer(request, {"members": members})
+@routes.post(JOIN)
+@routes.post(HEARTBEAT)
+@routes.post(LEAVE)
+async def on_leader(request: web.Request) -> web.Response:
+    payload = await _verified(request)
+    try:
+        return _answer(request, await request.app["agent"].server.on_leader(request.path, payload))
+    except (KeyError, TypeError):
+        raise HTTPError(400, f"{request.path}: malformed request") from None
+
+
+@routes.post("/v1/internal/buoy/node")
+async def node_view(request: web.Request) -> web.Response:
+    payload = await _verified(request)
+    services, checks = await request.app["agent"].server.node_view(str(payload.get("node", "")))
+    return _answer(request, {"services": services, "checks": checks})
+
+
+@routes.post("/v1/internal/buoy/apply")
+async def apply(request: web.Request) -> web.Response:
+    cmd = (await _verified(request)).get("cmd")
+    if not isinstance(cmd, dict) or cmd.get("op") not in CATALOG_OPS:
+        raise HTTPError(400, "only catalog registrations can be applied through this call")
+    return _answer(request, await request.app["agent"].server.apply(cmd))

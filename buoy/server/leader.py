@@ -1,6 +1,7 @@
 """Duties only the leader runs: session TTL timers (expiry destroys the session and so releases or deletes
-its locks) and reaping old KV tombstones. Timers live in memory; a new leader restarts every TTL from
-zero, as Consul does, so a leader change never expires a session early."""
+its locks), node heartbeats (:mod:`buoy.server.heartbeats`) and reaping old KV tombstones. Timers live in
+memory; a new leader restarts every TTL from zero, as Consul does, so a leader change never expires a
+session early."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from buoy.durations import parse_duration
+from buoy.server.heartbeats import Heartbeats
 from buoy.server.state.store import Topic
 
 if TYPE_CHECKING:
@@ -29,16 +31,19 @@ class LeaderDuties:
         self.deadlines: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._dirty = True
+        self.heartbeats = Heartbeats(server)
         server.hub.listeners.append(self._on_change)
 
     def set_leader(self, is_leader: bool) -> None:
         if is_leader and self._task is None:
             self.deadlines.clear()
             self._dirty = True
+            self.heartbeats.start()
             self._task = asyncio.get_running_loop().create_task(self._run())
         elif not is_leader and self._task is not None:
             self._task.cancel()
             self._task = None
+            self.heartbeats.stop()
 
     def _on_change(self, topics: set[Topic]) -> None:
         if self._task is None:
@@ -74,17 +79,18 @@ class LeaderDuties:
             for sid in [s for s, t in self.deadlines.items() if t <= now]:
                 self.deadlines.pop(sid, None)
                 log.info("session expired", session=sid)
-                await self._apply({"op": "session.destroy", "id": sid})
+                await self.apply({"op": "session.destroy", "id": sid})
             if now >= next_reap:
                 next_reap = now + REAP_EVERY
                 before = time.time() - TOMBSTONE_TTL
                 with self.server.store.lock:
                     stale = any(t < before for _i, t in self.server.store.kv.tombstones.values())
                 if stale:
-                    await self._apply({"op": "kv.reap", "before": before})
+                    await self.apply({"op": "kv.reap", "before": before})
+            await self.heartbeats.tick()
             await asyncio.sleep(TICK)
 
-    async def _apply(self, cmd: dict) -> None:
+    async def apply(self, cmd: dict) -> None:
         try:
             await self.server.apply(cmd)
         except Exception as e:  # leadership may move mid-way; the next leader redoes the work

@@ -13,40 +13,19 @@ neither join nor feed a server false addresses.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from buoy.api.client import Client, ClientError
+from buoy.api.signed import signed_call
 from buoy.config import Config
 
 log = structlog.get_logger("buoy.membership")
-MAX_SKEW = 120.0
 RETRY_INTERVAL = 1.0
-
-
-def sign(key: bytes, stamp: str, body: bytes) -> str:
-    return hmac.new(key, stamp.encode() + b"\n" + body, hashlib.sha256).hexdigest()
-
-
-def verify(key: bytes, stamp: str, body: bytes, signature: str) -> bool:
-    try:
-        if abs(time.time() - float(stamp)) > MAX_SKEW:
-            return False
-    except ValueError:
-        return False
-    return hmac.compare_digest(sign(key, stamp, body), signature)
-
-
-def signed_headers(key: bytes, body: bytes) -> dict[str, str]:
-    stamp = f"{time.time():.3f}"
-    return {"X-Buoy-Time": stamp, "X-Buoy-Signature": sign(key, stamp, body)}
 
 
 def http_addr(addr: str, default_port: int) -> str:
@@ -79,14 +58,8 @@ class Membership:
 
     async def _call(self, addr: str, path: str, payload: dict[str, Any] | None) -> Any:
         """One signed exchange with the server at ``addr``; the answer must be signed too."""
-        body = json.dumps(payload).encode() if payload is not None else b""
         async with Client(http_addr(addr, self.cfg.http_port), timeout=10) as client:
-            resp = await client.request("POST" if payload is not None else "GET", path, data=body,
-                                        headers=signed_headers(self.key, body))
-        if not verify(self.key, resp.headers.get("X-Buoy-Time", ""), resp.body,
-                      resp.headers.get("X-Buoy-Signature", "")):
-            raise ClientError(f"{addr}: the answer is not signed with this cluster's key")
-        return json.loads(resp.body)
+            return await signed_call(client, self.key, path, payload)
 
     async def form(self) -> list[str]:
         """Wait until the initial member list is known; return the partners (members other than self)."""
@@ -127,8 +100,4 @@ class Membership:
         except (ClientError, ValueError, KeyError) as e:
             log.info("join request refused", addr=addr, error=str(e))
             return None
-        return list(answer["members"])
-
-    async def forward_join(self, leader_http: str, raft_addr: str) -> list[str]:
-        answer = await self._call(leader_http, "/v1/internal/buoy/join", {"raft": raft_addr})
         return list(answer["members"])

@@ -11,16 +11,21 @@ from typing import Any
 import structlog
 
 from buoy.agent.sync import node_fields
+from buoy.api.client import Client, ClientError
+from buoy.api.signed import signed_call
 from buoy.config import Config
 from buoy.http.errors import HTTPError
 from buoy.server.leader import LeaderDuties
 from buoy.server.membership import Membership
 from buoy.server.raft import RaftError, RaftNode
+from buoy.server.raft.errors import NO_LEADER
 from buoy.server.state import StateStore
 from buoy.server.watch import WatchHub
 
 log = structlog.get_logger("buoy.server")
-NO_LEADER = "No cluster leader"
+HEARTBEAT = "/v1/internal/buoy/heartbeat"
+LEAVE = "/v1/internal/buoy/leave"
+JOIN = "/v1/internal/buoy/join"
 
 
 class Server:
@@ -36,6 +41,7 @@ class Server:
         self.duties = LeaderDuties(self)
         self.raft: RaftNode | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._leader_client: Client | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -67,15 +73,13 @@ class Server:
         self.loop.call_soon_threadsafe(self.duties.set_leader, is_leader)
 
     async def _register_self(self) -> None:
-        """Put this server in the catalog (node, serfHealth, the ``consul`` service) and the server table."""
+        """Put this server in the catalog (node and the ``consul`` service) and the server table; its
+        serfHealth check comes from its heartbeats, like every agent's."""
         cfg = self.cfg
         reg = dict(node_fields(cfg, self.node_id), Service={
             "ID": "consul", "Service": "consul", "Tags": [], "Address": "", "TaggedAddresses": {}, "Meta": {},
             "Port": cfg.server_port, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
             "Kind": ""})
-        reg["Checks"] = [{"Node": cfg.node_name, "CheckID": "serfHealth", "Name": "Serf Health Status",
-                          "Status": "passing", "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
-                          "Type": "", "Interval": "", "Timeout": "", "ExposedPort": 0, "Definition": {}}]
         cmds: list[dict[str, Any]] = [
             {"op": "server.register", "raft": cfg.raft_addr, "node": cfg.node_name, "id": self.node_id,
              "http": cfg.http_addr},
@@ -104,6 +108,8 @@ class Server:
         for task in self._tasks:
             task.cancel()
         self.duties.set_leader(False)
+        if self._leader_client is not None:
+            await self._leader_client.close()
         if self.raft is not None:
             raft, self.raft = self.raft, None
             await asyncio.get_running_loop().run_in_executor(None, raft.close)
@@ -140,7 +146,7 @@ class Server:
             raise HTTPError(500, NO_LEADER)
         await self.raft.barrier()
 
-    def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    async def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         """A node's services and checks as the catalog holds them (for anti-entropy)."""
         with self.store.lock:
             return (dict(self.store.catalog.services.get(node, {})), dict(self.store.catalog.checks.get(node, {})))
@@ -162,3 +168,49 @@ class Server:
         if raft_addr not in self.raft.members():
             await self.raft.add_member(raft_addr)
         return self.members()
+
+    # ---- calls that only the leader answers ----------------------------------------------------------
+
+    def server_http_addrs(self) -> list[str]:
+        """The HTTP addresses of the current Raft members (what client agents may talk to)."""
+        members = set(self.members())
+        with self.store.lock:
+            return sorted(info["HTTP"] for addr, info in self.store.servers.items() if addr in members)
+
+    def leader_http_addr(self) -> str | None:
+        with self.store.lock:
+            info = self.store.servers.get(self.leader_addr or "")
+        return info["HTTP"] if info else None
+
+    async def on_leader(self, path: str, payload: dict[str, Any]) -> Any:
+        """Answer an internal call here if this server leads, else pass it to the leader, signed."""
+        if self.is_leader:
+            return await self.handle(path, payload)
+        leader = self.leader_http_addr()
+        if leader is None:
+            raise HTTPError(500, NO_LEADER)
+        if self._leader_client is None or self._leader_client.addr != leader:
+            if self._leader_client is not None:
+                await self._leader_client.close()
+            self._leader_client = Client(leader, token="", timeout=10)
+        try:
+            return await signed_call(self._leader_client, self.key, path, payload)
+        except ClientError as e:
+            raise HTTPError(500, f"rpc error making call: {e}") from None
+
+    async def handle(self, path: str, payload: dict[str, Any]) -> Any:
+        """The leader's side of the internal calls agents make (see buoy/http/internal.py)."""
+        if path == HEARTBEAT:
+            answer = await self.duties.heartbeats.beat(payload["member"], payload["reg"])
+            return dict(answer, servers=self.server_http_addrs(), leader=self.leader_http_addr())
+        if path == LEAVE:
+            self.duties.heartbeats.forget(payload["node"])
+            await self.apply({"op": "member.left", "node": payload["node"], "prune": bool(payload.get("prune"))})
+            leaving = next((a for a, i in self.store.servers.items() if i["Node"] == payload["node"]), None)
+            if leaving is not None and leaving != self.cfg.raft_addr and leaving in self.members():
+                assert self.raft is not None
+                await self.raft.remove_member(leaving)
+            return {}
+        if path == JOIN:
+            return {"members": await self.add_server(str(payload["raft"]))}
+        raise HTTPError(404, f"unknown internal call {path}")

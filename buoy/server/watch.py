@@ -20,6 +20,7 @@ class WatchHub:
         self._exact: dict[Topic, set[asyncio.Future[None]]] = {}
         self._prefix: dict[str, set[asyncio.Future[None]]] = {}
         self.listeners: list[Callable[[set[Topic]], None]] = []
+        self.waiting = 0  # blocking queries asleep right now (shown in /v1/agent/self)
 
     def notify_threadsafe(self, topics: set[Topic]) -> None:
         """Called on the Raft thread after a batch: hop to the loop."""
@@ -57,12 +58,14 @@ class WatchHub:
             self._exact.setdefault(t, set()).add(fut)
         for p in prefixes:
             self._prefix.setdefault(p, set()).add(fut)
+        self.waiting += 1
         try:
             await asyncio.wait_for(fut, timeout)
             return True
         except TimeoutError:
             return False
         finally:
+            self.waiting -= 1
             for t in topics:
                 self._discard(self._exact, t, fut)
             for p in prefixes:

@@ -17,16 +17,20 @@ from tests.integration.conftest import REPO, clean_env, free_port
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3) -> None:
+    def __init__(self, root: Path, size: int = 3, config: dict[str, object] | None = None) -> None:
         self.root = root
         self.size = size
         self.key = base64.b64encode(os.urandom(32)).decode()
         self.http = [free_port() for _ in range(size)]
         self.raft = [free_port() for _ in range(size)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+        self.clients: set[int] = set()
+        self.config = root / "agent.json"  # settings every agent of the cluster shares
+        root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(json.dumps(config or {}))
 
     def log(self, i: int) -> Path:
-        return self.root / f"s{i}.log"
+        return self.root / f"{self.name(i)}.log"
 
     def add_server(self, join: int) -> int:
         """Start one more server (no -bootstrap-expect) that joins through server ``join``."""
@@ -36,15 +40,28 @@ class Cluster:
         self.start(len(self.procs) - 1, joins=[join], bootstrap=False)
         return len(self.procs) - 1
 
+    def add_client(self, joins: list[int]) -> int:
+        """Start a client agent (no -server) named c<i> that joins through the given servers."""
+        self.http.append(free_port())
+        self.raft.append(free_port())
+        self.procs.append(None)
+        i = len(self.procs) - 1
+        self.clients.add(i)
+        self.start(i, joins=joins, bootstrap=False)
+        return i
+
+    def name(self, i: int) -> str:
+        return f"c{i}" if i in self.clients else f"s{i}"
+
     def start(self, i: int, joins: list[int] | None = None, bootstrap: bool = True) -> None:
         peers = [j for j in range(self.size) if j != i] if joins is None else joins
         join_flags = [a for j in peers for a in ("-retry-join", f"127.0.0.1:{self.http[j]}")]
-        expect = ["-bootstrap-expect", str(self.size)] if bootstrap else []
+        role = [] if i in self.clients else ["-server", *(["-bootstrap-expect", str(self.size)] if bootstrap else [])]
         cmd = [
-            sys.executable, "-m", "buoy", "agent", "-server", *expect,
-            "-node", f"s{i}", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+            sys.executable, "-m", "buoy", "agent", *role, "-config-file", str(self.config),
+            "-node", self.name(i), "-bind", "127.0.0.1", "-client", "127.0.0.1",
             "-http-port", str(self.http[i]), "-server-port", str(self.raft[i]), "-dns-port", "-1",
-            "-data-dir", str(self.root / f"s{i}"), "-encrypt", self.key, "-log-level", "info", *join_flags,
+            "-data-dir", str(self.root / self.name(i)), "-encrypt", self.key, "-log-level", "info", *join_flags,
         ]  # fmt: skip
         with open(self.log(i), "ab") as out:
             self.procs[i] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
@@ -69,7 +86,7 @@ class Cluster:
 
     def alive(self) -> list[int]:
         """Servers whose process runs."""
-        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
+        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None and i not in self.clients]
 
     def get(self, i: int, path: str) -> object:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http[i]}{path}", timeout=5) as resp:

@@ -199,3 +199,21 @@ def buoy(buoy_cli: Callable[..., Run], dev_agent: DevAgent) -> Callable[..., Run
 def prefix() -> str:
     """A key prefix of the test's own, so tests sharing one agent never see each other's keys."""
     return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes (a failure
+    naming ``what``). Errors while polling count as "not yet": the thing may be restarting."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception as e:  # noqa: BLE001 - the agent may be between states; keep polling
+            last = e
+        else:
+            if value:
+                return value
+            last = value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

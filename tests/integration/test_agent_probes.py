@@ -77,7 +77,7 @@ def test_failures_before_critical(dev_agent, c, endpoint) -> None:
                            check_id="flappy")
     eventually(lambda: status_of(c, "flappy") == "passing")
     endpoint.status = 500
-    # The first two failures only change the output; the third turns the check critical.
+    # The first failure only changes the output; the second in a row turns the check critical.
     eventually(lambda: "500" in c.agent.checks()["flappy"]["Output"])
     assert status_of(c, "flappy") == "passing"
     eventually(lambda: status_of(c, "flappy") == "critical", timeout=15)

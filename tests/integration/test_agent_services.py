@@ -80,7 +80,8 @@ def test_node_check_update_and_deregister(dev_agent, c, base) -> None:
     [
         ("/v1/agent/service/register", {"Port": 80}, 400, "Missing service name"),
         ("/v1/agent/service/register", {"Name": "x", "Port": 70000}, 400, "port"),
-        ("/v1/agent/service/register", {"Name": "x", "Check": {"UDP": "127.0.0.1:1", "Interval": "10s"}},
+        ("/v1/agent/service/register", {"Name": "x", "Check": {"DockerContainerID": "f972c95ebf0e", "Args": ["true"],
+                                                           "Interval": "10s"}},
          400, "not supported"),
         ("/v1/agent/check/register", {"Name": "c", "HTTP": "http://127.0.0.1:1/", "Interval": "500ms"}, 400,
          "at least 1s"),

@@ -136,3 +136,42 @@ def test_refused_registration_writes_nothing() -> None:
     after = s.dump()
     after["index"] = before["index"]
     assert after == before
+
+
+def member(name: str) -> dict[str, object]:
+    return {"Name": name, "ID": "id-" + name, "Addr": "10.0.0.9", "Port": 8500, "Role": "node", "Build": "0.1.0"}
+
+
+def test_member_transitions_drive_serf_health_and_the_catalog() -> None:
+    store = StateStore()
+    reg = {k: v for k, v in node_reg("c1").items() if k not in ("Service", "Checks")}
+    store.apply_batch([cmd("member.alive", member=member("c1"), reg=reg),
+                       cmd("catalog.register", reg=dict(node_reg("c1"), Checks=[])),
+                       cmd("session.create", session=session("s1", "c1")),
+                       cmd("kv.set", key="lock", value=b"x", acquire="s1")])
+    assert store.members.is_current(member("c1"))
+    assert store.catalog.checks["c1"]["serfHealth"]["Status"] == "passing"
+
+    assert store.apply_batch([cmd("member.failed", node="c1")]) == [True]
+    assert store.members.get("c1")["Status"] == "failed"  # type: ignore[index]
+    assert store.catalog.checks["c1"]["serfHealth"]["Status"] == "critical"
+    assert "web" in store.catalog.services["c1"]  # still listed until reaped, just not healthy
+    assert store.sessions.get("s1") is None and not store.kv.get("lock").get("Session")  # type: ignore[union-attr]
+    assert store.apply_batch([cmd("member.failed", node="c1")]) == [False]  # already failed: no change
+
+    assert store.apply_batch([cmd("member.reap", node="c1")]) == [True]
+    assert store.members.get("c1") is None and "c1" not in store.catalog.nodes
+
+
+def test_leave_and_prune() -> None:
+    store = StateStore()
+    reg = {k: v for k, v in node_reg("c2").items() if k not in ("Service", "Checks")}
+    store.apply_batch([cmd("member.alive", member=member("c2"), reg=reg)])
+    assert store.apply_batch([cmd("member.left", node="c2")]) == [True]
+    assert store.members.get("c2")["Status"] == "left" and "c2" not in store.catalog.nodes  # type: ignore[index]
+    assert store.apply_batch([cmd("member.left", node="nope")])[0]["status"] == 500
+    store.apply_batch([cmd("member.left", node="c2", prune=True)])
+    assert store.members.get("c2") is None
+    restored = StateStore()
+    restored.load(msgpack.unpackb(msgpack.packb(store.dump())))
+    assert restored.dump() == store.dump()

@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from buoy.agent.checks.probe import OUTPUT_MAX
+from buoy.agent.checks.probe import Kind, output_max
 
 _session: aiohttp.ClientSession | None = None
 
@@ -28,7 +28,7 @@ async def probe(d: dict[str, Any], timeout: float) -> tuple[str, str]:
         async with _client().request(method, url, headers=headers, data=(d.get("Body") or None),
                                      ssl=not d.get("TLSSkipVerify"),
                                      timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            body = (await resp.content.read(OUTPUT_MAX)).decode("utf-8", "replace")
+            body = (await resp.content.read(output_max(d))).decode("utf-8", "replace")
     except (aiohttp.ClientError, OSError) as e:
         return "critical", f"{method} {url}: {type(e).__name__}: {e}"
     output = f"HTTP {method} {url}: {resp.status} {resp.reason} Output: {body}"
@@ -37,6 +37,9 @@ async def probe(d: dict[str, Any], timeout: float) -> tuple[str, str]:
     if resp.status == 429:
         return "warning", output
     return "critical", output
+
+
+KIND = Kind(probe)
 
 
 async def close() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from buoy.agent.checks.probe import Kind, host_port
+
 
 async def probe(d: dict[str, Any], timeout: float) -> tuple[str, str]:
     target = d["TCP"]
-    host, _, port = target.rpartition(":")
     try:
-        _reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-    except (OSError, ValueError) as e:
+        _reader, writer = await asyncio.open_connection(*host_port(target))
+    except OSError as e:
         return "critical", f"dial tcp {target}: {e}"
     writer.close()
     try:
@@ -19,3 +20,6 @@ async def probe(d: dict[str, Any], timeout: float) -> tuple[str, str]:
     except OSError:
         pass
     return "passing", f"TCP connect {target}: Success"
+
+
+KIND = Kind(probe)

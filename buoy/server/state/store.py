@@ -19,6 +19,7 @@ from typing import Any
 from buoy.server.state.catalog import CatalogTable
 from buoy.server.state.errors import Rejected
 from buoy.server.state.kv import KVTable
+from buoy.server.state.members import ALIVE, FAILED, LEFT, MemberTable, serf_check
 from buoy.server.state.sessions import SessionTable
 from buoy.server.state.undo import UndoLog
 
@@ -38,6 +39,7 @@ class StateStore:
         self.kv = KVTable()
         self.catalog = CatalogTable()
         self.sessions = SessionTable()
+        self.members = MemberTable()
         self.servers: dict[str, dict[str, Any]] = {}  # raft address -> {Node, ID, HTTP}
         self.index = 0
         self.notify: Callable[[set[Topic]], None] = lambda _topics: None
@@ -268,6 +270,54 @@ class StateStore:
         self._touched.add(("servers",))
         return True
 
+    # ---- members -----------------------------------------------------------------------------------
+
+    def _member_alive(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        """A node joined or came back: its member row, its catalog node and a passing serfHealth."""
+        member, reg = cmd["member"], cmd["reg"]
+        self.members.set(member, ALIVE, cmd["ts"])
+        self._catalog_register({"reg": dict(reg, Service=None, Checks=[serf_check(reg["Node"], ALIVE)]),
+                                "ts": cmd["ts"]}, index, undo)
+        self._touched.add(("members",))
+        return True
+
+    def _member_failed(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        """A node stopped heartbeating: serfHealth goes critical (its services drop out of healthy answers
+        and sessions bound to it are invalidated); it stays in the catalog until reaped."""
+        row = self.members.get(cmd["node"])
+        if row is None or row["Status"] != ALIVE:
+            return False
+        self.members.set(row, FAILED, cmd["ts"])
+        if cmd["node"] in self.catalog.nodes:
+            self._catalog_register({"reg": {**self.catalog.nodes[cmd["node"]], "SkipNodeUpdate": True,
+                                            "Checks": [serf_check(cmd["node"], FAILED)]}, "ts": cmd["ts"]},
+                                   index, undo)
+        self._touched.add(("members",))
+        return True
+
+    def _member_left(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        """A graceful leave or a force-leave: the node leaves the catalog at once; ``prune`` forgets it."""
+        row = self.members.get(cmd["node"])
+        if row is None:
+            raise Rejected(f"agent: No node found with name '{cmd['node']}'", 500)
+        if cmd.get("prune"):
+            self.members.remove(cmd["node"])
+        else:
+            self.members.set(row, LEFT, cmd["ts"])
+        self._catalog_deregister({"node": cmd["node"], "ts": cmd["ts"]}, index, undo)
+        self._touched.add(("members",))
+        return True
+
+    def _member_reap(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        """A node failed or left for longer than reconnect_timeout: forget it entirely."""
+        row = self.members.get(cmd["node"])
+        if row is None or row["Status"] == ALIVE:
+            return False
+        self.members.remove(cmd["node"])
+        self._catalog_deregister({"node": cmd["node"], "ts": cmd["ts"]}, index, undo)
+        self._touched.add(("members",))
+        return True
+
     _ops: dict[str, Callable[[StateStore, dict[str, Any], int, UndoLog], Any]] = {
         "kv.set": _kv_set,
         "kv.delete": _kv_delete,
@@ -280,6 +330,10 @@ class StateStore:
         "session.destroy": _session_destroy,
         "session.renew": _session_renew,
         "server.register": _server_register,
+        "member.alive": _member_alive,
+        "member.failed": _member_failed,
+        "member.left": _member_left,
+        "member.reap": _member_reap,
     }
 
     # ---- snapshots ---------------------------------------------------------------------------------
@@ -293,6 +347,7 @@ class StateStore:
                 "catalog": self.catalog.dump(),
                 "sessions": self.sessions.dump(),
                 "servers": self.servers,
+                "members": self.members.dump(),
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -304,4 +359,5 @@ class StateStore:
             self.catalog.load(data["catalog"])
             self.sessions.load(data["sessions"])
             self.servers = dict(data.get("servers", {}))
+            self.members.load(data.get("members", []))
         self.notify({("reset",)})

@@ -1,0 +1,91 @@
+"""``/v1/agent/self``, ``/v1/agent/members``, ``leave``, ``force-leave`` and ``join``: this agent and
+the cluster's membership as it knows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+import buoy
+from buoy.agent.heartbeat import member_fields
+from buoy.api.client import ClientError
+from buoy.http import encode, proxy
+from buoy.http.errors import HTTPError
+from buoy.http.respond import json_response
+from buoy.server.state.members import STATUS_CODES
+
+routes = web.RouteTableDef()
+
+
+def _member_out(row: dict[str, Any], dc: str) -> dict[str, Any]:
+    return encode.member(row["Name"], row["Addr"], row["Port"], row["Role"], dc, STATUS_CODES[row["Status"]],
+                         row.get("RaftPort"), row.get("Build", ""))
+
+
+@routes.get("/v1/agent/members")
+async def members(request: web.Request) -> web.StreamResponse:
+    agent = request.app["agent"]
+    if agent.server is None:
+        return await proxy.forward(request)  # a client knows the members through the servers
+    with agent.server.store.lock:
+        rows = sorted(agent.server.store.members.rows.values(), key=lambda r: r["Name"])
+    return json_response(request, [_member_out(r, agent.cfg.datacenter) for r in rows])
+
+
+@routes.get("/v1/agent/self")
+async def agent_self(request: web.Request) -> web.Response:
+    agent = request.app["agent"]
+    cfg = agent.cfg
+    server = agent.server
+    consul = {"server": str(server is not None).lower(), "known_datacenters": "1"}
+    if server is not None:
+        consul.update(leader=str(server.is_leader).lower(), leader_addr=server.leader_addr or "")
+    stats: dict[str, Any] = {
+        "agent": {"checks": str(len(agent.node.local.checks)), "services": str(len(agent.node.local.services))},
+        "build": {"version": buoy.CONSUL_COMPAT_VERSION, "buoy": buoy.__version__, "prerelease": ""},
+        "consul": consul,
+    }
+    if server is not None:
+        stats["raft"] = {k: str(v) for k, v in server.raft_status().items()}
+        stats["buoy"] = {"blocking_queries": str(server.hub.waiting)}
+    body = {
+        "Config": {
+            "Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.datacenter, "NodeName": cfg.node_name,
+            "NodeID": agent.node_id, "Revision": "buoy", "Server": server is not None,
+            "Version": buoy.CONSUL_COMPAT_VERSION, "BuildDate": "",
+        },
+        "DebugConfig": {"Datacenter": cfg.datacenter, "NodeName": cfg.node_name, "DevMode": cfg.dev,
+                        "ServerMode": server is not None, "DataDir": cfg.data_dir or "",
+                        "ClientAddrs": [cfg.client_addr], "HTTPPort": cfg.http_port, "DNSPort": cfg.dns_port,
+                        "ServerPort": cfg.server_port, "RetryJoinLAN": list(cfg.retry_join)},
+        "Coord": None,
+        "Member": _member_out(dict(member_fields(cfg, agent.node_id), Status="alive"), cfg.datacenter),
+        "Stats": stats,
+        "Meta": {"consul-network-segment": "", "buoy-version": buoy.__version__},
+        "xDS": None,
+    }
+    return json_response(request, body)
+
+
+@routes.put("/v1/agent/leave")
+async def leave(request: web.Request) -> web.Response:
+    await request.app["agent"].leave()
+    return web.Response()
+
+
+@routes.put("/v1/agent/force-leave/{node}")
+async def force_leave(request: web.Request) -> web.Response:
+    await request.app["agent"].force_leave(request.match_info["node"], prune="prune" in request.query)
+    return web.Response()
+
+
+@routes.put("/v1/agent/join/{addr}")
+async def join(request: web.Request) -> web.Response:
+    if "wan" in request.query:
+        raise HTTPError(500, "WAN join is not supported: this agent has one datacenter")
+    try:
+        await request.app["agent"].join(request.match_info["addr"])
+    except ClientError as e:
+        raise HTTPError(500, f"Error joining address '{request.match_info['addr']}': {e}") from None
+    return web.Response()

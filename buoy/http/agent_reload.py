@@ -1,0 +1,21 @@
+"""``PUT /v1/agent/reload``: the agent reads its config files again (as on SIGHUP). A configuration that does
+not build is answered with 500 and its one-line error, as Consul does, and the agent keeps the last good one."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from buoy.agent.reload import reload
+from buoy.config import ConfigError
+from buoy.http.errors import HTTPError
+
+routes = web.RouteTableDef()
+
+
+@routes.put("/v1/agent/reload")
+async def agent_reload(request: web.Request) -> web.Response:
+    try:
+        reload(request.app["agent"])
+    except ConfigError as e:
+        raise HTTPError(500, str(e)) from None
+    return web.Response()

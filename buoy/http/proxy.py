@@ -1,0 +1,67 @@
+"""A client agent answers every /v1 call it does not own by passing it to a server, as a Consul client
+forwards RPCs: writes go to the leader when it is known, reads to the current server. When a server dies
+the call moves to the next one; a blocking query keeps its index and the rest of its wait, so a watcher
+sees one slow answer rather than an error."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from buoy.agent.servers import NO_SERVERS, ServerPool
+from buoy.api.client import AgentTimeout, AgentUnreachable, Response
+from buoy.durations import format_duration
+from buoy.http.blocking import parse_wait
+from buoy.http.decode import read_body
+from buoy.http.errors import HTTPError
+from buoy.http.forward import HOLD_PAUSE, RPC_HOLD_TIMEOUT
+from buoy.server.raft.errors import NO_LEADER
+
+# Hop-by-hop and framing headers are the proxy's own business on each side.
+_SKIP_REQUEST = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive",
+                           "accept-encoding"})
+_SKIP_RESPONSE = frozenset({"content-length", "connection", "transfer-encoding", "keep-alive", "date",
+                            "server", "content-encoding"})
+SLACK = 30.0  # beyond a blocking query's own wait, before a silent server counts as dead
+
+
+async def forward(request: web.Request) -> web.Response:
+    pool = request.app["agent"].pool
+    body = await read_body(request, request.app._client_max_size)
+    write = request.method not in ("GET", "HEAD")
+    index, wait = parse_wait(request) if not write else (0, 0.0)
+    deadline = time.monotonic() + wait
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST}
+    params = list(request.query.items())
+    hold_until = time.monotonic() + RPC_HOLD_TIMEOUT
+    while True:
+        resp = await _try_servers(request, pool, body, headers, params, write, index, deadline)
+        # No leader (an election is on): nothing was applied, so wait for one as Consul's clients do.
+        if resp.status == 500 and resp.body.startswith(NO_LEADER.encode()) and time.monotonic() < hold_until:
+            await asyncio.sleep(HOLD_PAUSE)
+            continue
+        out = {k: v for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE}
+        return web.Response(status=resp.status, body=resp.body, headers=out)
+
+
+async def _try_servers(request: web.Request, pool: ServerPool, body: bytes, headers: dict[str, str],
+                       params: list[tuple[str, str]], write: bool, index: int, deadline: float) -> Response:
+    for addr in pool.order(write):
+        if index:
+            # The rest of the wait, so a move to another server does not restart the clock.
+            left = max(deadline - time.monotonic(), 0.001)
+            params = [(k, v) for k, v in params if k != "wait"] + [("wait", format_duration(left))]
+        try:
+            resp = await pool.client(addr).request(
+                request.method, request.rel_url.raw_path, params=params, data=body, headers=headers,
+                timeout=(deadline - time.monotonic() + SLACK) if index else SLACK, check=False)
+        except (AgentUnreachable, AgentTimeout) as e:
+            pool.failed(addr)
+            if write and (isinstance(e, AgentTimeout) or e.sent):
+                # It may have been applied: only the caller can decide whether to try again.
+                raise HTTPError(500, f"rpc error making call: connection to server {addr} lost: {e}") from None
+            continue
+        return resp
+    raise HTTPError(500, NO_SERVERS)

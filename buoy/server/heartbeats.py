@@ -1,0 +1,86 @@
+"""Failure detection by heartbeats, the model Nomad uses instead of gossip.
+
+Every agent (servers too) heartbeats the leader. The leader keeps one deadline per node in memory; a
+heartbeat that changes nothing only moves the deadline, so it is not a Raft write. A node whose deadline
+passes is marked failed (its serfHealth check goes critical) and, after ``reconnect_timeout``, reaped. A
+new leader gives every alive node a fresh grace period, so a leader change never fails a healthy node.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from buoy.server.state.members import ALIVE, SERF_CHECK
+
+if TYPE_CHECKING:
+    from buoy.server.server import Server
+
+log = structlog.get_logger("buoy.heartbeats")
+MAX_BEATS_PER_SECOND = 50.0  # the TTL grows with the cluster so the leader handles at most this many
+BEATS_PER_TTL = 3  # an agent heartbeats this often per TTL, so one lost heartbeat never fails it
+FAILOVER_GRACE = 2.0  # multiples of the TTL a new leader waits before failing a node it has not heard
+
+
+class Heartbeats:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.deadlines: dict[str, float] = {}
+
+    def alive(self) -> int:
+        with self.server.store.lock:
+            return sum(1 for r in self.server.store.members.rows.values() if r["Status"] == ALIVE)
+
+    def ttl(self) -> float:
+        return max(self.server.cfg.heartbeat_ttl, self.alive() / MAX_BEATS_PER_SECOND * BEATS_PER_TTL)
+
+    def start(self) -> None:
+        self.deadlines.clear()
+
+    def _adopt(self, now: float) -> None:
+        """Alive nodes the leader has no deadline for (it just took over, or the row just arrived through
+        the log) get a grace period to reach it."""
+        with self.server.store.lock:
+            new = [n for n, r in self.server.store.members.rows.items() if r["Status"] == ALIVE
+                   and n not in self.deadlines]
+        if new:
+            deadline = now + self.ttl() * FAILOVER_GRACE
+            for node in new:
+                self.deadlines[node] = deadline
+
+    def stop(self) -> None:
+        self.deadlines.clear()
+
+    async def beat(self, member: dict[str, Any], reg: dict[str, Any]) -> dict[str, Any]:
+        """One heartbeat. Writes only when the node is new, back, changed or missing from the catalog;
+        ``resync`` then tells the agent to push its services and checks again."""
+        store = self.server.store
+        with store.lock:
+            serf = store.catalog.checks.get(member["Name"], {}).get(SERF_CHECK)
+            current = store.members.is_current(member) and serf is not None and serf["Status"] == "passing"
+        if not current:
+            log.info("node alive", node=member["Name"], addr=member["Addr"], role=member["Role"])
+            await self.server.apply({"op": "member.alive", "member": member, "reg": reg})
+        ttl = self.ttl()
+        self.deadlines[member["Name"]] = time.monotonic() + ttl
+        return {"ttl": ttl, "resync": not current, "nodes": self.alive()}
+
+    def forget(self, node: str) -> None:
+        self.deadlines.pop(node, None)
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        self._adopt(now)
+        for node in [n for n, t in self.deadlines.items() if t <= now]:
+            del self.deadlines[node]
+            log.warning("node failed: no heartbeat", node=node)
+            await self.server.duties.apply({"op": "member.failed", "node": node})
+        before = time.time() - self.server.cfg.reconnect_timeout
+        with self.server.store.lock:
+            gone = [n for n, r in self.server.store.members.rows.items()
+                    if r["Status"] != ALIVE and r["Since"] < before]
+        for node in gone:
+            log.info("reaping node", node=node)
+            await self.server.duties.apply({"op": "member.reap", "node": node})
