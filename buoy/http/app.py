@@ -97,6 +97,7 @@ def make_app(agent: Any) -> web.Application:
     app = web.Application(client_max_size=largest + 1,
                           handler_args={"max_field_size": 16384})
     app["agent"] = agent
+    app["max_body"] = largest
     app["pretty"] = cfg.dev
     app["loop"] = asyncio.get_event_loop()
     app.on_cleanup.append(forward.close)

@@ -29,7 +29,7 @@ SLACK = 30.0  # beyond a blocking query's own wait, before a silent server count
 
 async def forward(request: web.Request) -> web.Response:
     pool = request.app["agent"].pool
-    body = await read_body(request, request.app._client_max_size)
+    body = await read_body(request, request.app["max_body"])  # the server applies the precise limit
     write = request.method not in ("GET", "HEAD")
     index, wait = parse_wait(request) if not write else (0, 0.0)
     deadline = time.monotonic() + wait

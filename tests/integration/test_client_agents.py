@@ -94,6 +94,17 @@ def test_clients_join_forward_and_share_services(cluster: Cluster, buoy_cli: Cal
     assert cb.status.leader() == get(cluster, 0, "/v1/status/leader")
     assert len(ca.status.peers()) == 3
 
+    # Bad input through a client gets the server's answer, and changes nothing.
+    base = f"http://127.0.0.1:{cluster.http[b]}"
+    for method, path, body, status in [("PUT", "/v1/catalog/register", b"{not json", 400),
+                                       ("PUT", "/v1/kv/shared/big", b"x" * (512 * 1024 + 1), 413),
+                                       ("PUT", "/v1/kv/shared/k?cas=abc", b"v2", 400)]:
+        req = urllib.request.Request(base + path, data=body, method=method)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == status, (path, err.value.read())
+    assert ca.kv.get("shared/k")[1]["Value"] == b"v1" and ca.kv.get("shared/big")[1] is None
+
 
 def test_a_heartbeat_is_not_a_raft_write(cluster: Cluster) -> None:
     a = cluster.add_client([0])
