@@ -13,7 +13,7 @@ from buoy.api.client import ClientError
 from buoy.http import encode, proxy
 from buoy.http.errors import HTTPError
 from buoy.http.respond import json_response
-from buoy.server.state.members import STATUS_CODES
+from buoy.server.state.members import ALIVE, STATUS_CODES
 
 routes = web.RouteTableDef()
 
@@ -29,8 +29,10 @@ async def members(request: web.Request) -> web.StreamResponse:
     if agent.server is None:
         return await proxy.forward(request)  # a client knows the members through the servers
     with agent.server.store.lock:
-        rows = sorted(agent.server.store.members.rows.values(), key=lambda r: r["Name"])
-    return json_response(request, [_member_out(r, agent.cfg.datacenter) for r in rows])
+        rows = dict(agent.server.store.members.rows)
+    # An agent always knows itself alive, also before its first heartbeat has reached a leader.
+    rows.setdefault(agent.cfg.node_name, dict(member_fields(agent.cfg, agent.node_id), Status=ALIVE))
+    return json_response(request, [_member_out(rows[n], agent.cfg.datacenter) for n in sorted(rows)])
 
 
 @routes.get("/v1/agent/self")
@@ -60,7 +62,7 @@ async def agent_self(request: web.Request) -> web.Response:
                         "ClientAddrs": [cfg.client_addr], "HTTPPort": cfg.http_port, "DNSPort": cfg.dns_port,
                         "ServerPort": cfg.server_port, "RetryJoinLAN": list(cfg.retry_join)},
         "Coord": None,
-        "Member": _member_out(dict(member_fields(cfg, agent.node_id), Status="alive"), cfg.datacenter),
+        "Member": _member_out(dict(member_fields(cfg, agent.node_id), Status=ALIVE), cfg.datacenter),
         "Stats": stats,
         "Meta": {"consul-network-segment": "", "buoy-version": buoy.__version__},
         "xDS": None,

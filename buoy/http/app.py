@@ -21,6 +21,7 @@ from buoy.http import (
     internal,
     kv,
     proxy,
+    query,
     session,
     status,
     txn,
@@ -88,7 +89,7 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 
 # Every agent answers these itself; a client agent passes every other /v1 call to a server.
 AGENT_MODULES = (agent_services, agent_membership, agent_reload)
-SERVER_MODULES = (kv, txn, session, catalog, health, status, internal)
+SERVER_MODULES = (kv, txn, session, catalog, health, query, status, internal)
 
 
 def make_app(agent: Any) -> web.Application:

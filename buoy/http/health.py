@@ -14,6 +14,12 @@ from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
 routes = web.RouteTableDef()
 
 
+def service_entry(node: dict[str, Any], svc: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One instance as /v1/health/service lists it (Consul's CheckServiceNode); prepared queries answer
+    with the same entries."""
+    return {"Node": node, "Service": encode.agent_service(svc), "Checks": checks}
+
+
 @routes.get("/v1/health/node/{node}")
 async def node(request: web.Request) -> web.Response:
     name = request.match_info["node"]
@@ -49,14 +55,8 @@ async def service(request: web.Request) -> web.Response:
     tags_ok, meta_ok, passing = tag_filter(request), node_meta_filter(request), passing_filter(request)
 
     def compute() -> tuple[int, Any]:
-        out: list[Any] = []
-        for n, s in catalog.instances(name):
-            if not (tags_ok(s) and meta_ok(n)):
-                continue
-            chks = sorted(catalog.service_checks(n["Node"], s["ID"]), key=lambda c: (c["ServiceID"], c["CheckID"]))
-            if passing and any(c["Status"] != "passing" for c in chks):
-                continue
-            out.append({"Node": n, "Service": encode.agent_service(s), "Checks": chks})
+        out = [service_entry(n, s, chks) for n, s, chks in catalog.health_entries(name)
+               if tags_ok(s) and meta_ok(n) and not (passing and any(c["Status"] != "passing" for c in chks))]
         return catalog.name_index(name), out
 
     return await blocking(request, compute, topics=[("service", name)])

@@ -35,6 +35,12 @@ class CatalogTable:
         """The checks that decide an instance's health: the node's own checks and the service's."""
         return [c for c in self.checks.get(node, {}).values() if c["ServiceID"] in ("", service_id)]
 
+    def health_entries(self, name: str) -> list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]:
+        """(node, service, checks) for each instance of a service, the checks node-level first, then by ID:
+        what /v1/health/service and prepared queries filter."""
+        return [(n, s, sorted(self.service_checks(n["Node"], s["ID"]), key=lambda c: (c["ServiceID"], c["CheckID"])))
+                for n, s in self.instances(name)]
+
     def name_index(self, name: str) -> int:
         return self.service_index.get(name) or self.index["services"]
 

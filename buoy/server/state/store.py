@@ -20,6 +20,7 @@ from buoy.server.state.catalog import CatalogTable
 from buoy.server.state.errors import Rejected
 from buoy.server.state.kv import KVTable
 from buoy.server.state.members import ALIVE, FAILED, LEFT, MemberTable, serf_check
+from buoy.server.state.queries import QueryTable
 from buoy.server.state.sessions import SessionTable
 from buoy.server.state.undo import UndoLog
 
@@ -40,6 +41,7 @@ class StateStore:
         self.catalog = CatalogTable()
         self.sessions = SessionTable()
         self.members = MemberTable()
+        self.queries = QueryTable()
         self.servers: dict[str, dict[str, Any]] = {}  # raft address -> {Node, ID, HTTP}
         self.index = 0
         self.notify: Callable[[set[Topic]], None] = lambda _topics: None
@@ -262,6 +264,24 @@ class StateStore:
         for key in self.kv.unlock_session(session_id, row["Behavior"], delay_until, index, undo, now):
             self._touched.add(("kv", key))
         self._touched.update({("sessions",), ("session", session_id)})
+        # A prepared query bound to a session lives only as long as the session, as in Consul.
+        for query_id in self.queries.bound_to(session_id):
+            self.queries.remove(query_id, index, undo)
+            self._touched.add(("queries",))
+
+    # ---- prepared queries --------------------------------------------------------------------------
+
+    def _query_set(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        self.queries.set(cmd["query"], index, undo, update=cmd["update"],
+                         session_exists=self.sessions.rows.__contains__)
+        self._touched.add(("queries",))
+        return True
+
+    def _query_delete(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        if self.queries.remove(cmd["id"], index, undo) is None:
+            raise Rejected(f"Cannot modify non-existent prepared query: '{cmd['id']}'", 500)
+        self._touched.add(("queries",))
+        return True
 
     # ---- servers -----------------------------------------------------------------------------------
 
@@ -329,6 +349,8 @@ class StateStore:
         "session.create": _session_create,
         "session.destroy": _session_destroy,
         "session.renew": _session_renew,
+        "query.set": _query_set,
+        "query.delete": _query_delete,
         "server.register": _server_register,
         "member.alive": _member_alive,
         "member.failed": _member_failed,
@@ -348,6 +370,7 @@ class StateStore:
                 "sessions": self.sessions.dump(),
                 "servers": self.servers,
                 "members": self.members.dump(),
+                "queries": self.queries.dump(),
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -360,4 +383,5 @@ class StateStore:
             self.sessions.load(data["sessions"])
             self.servers = dict(data.get("servers", {}))
             self.members.load(data.get("members", []))
+            self.queries.load(data.get("queries", {}))
         self.notify({("reset",)})
