@@ -25,5 +25,9 @@ test: lint
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.kv
 
+.PHONY: bench-checks
+bench-checks: $(VENV)/.installed
+	$(BIN)/python -m bench.checks
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

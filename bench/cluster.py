@@ -204,6 +204,7 @@ class Target:
     info: str = ""
     leader: str = ""  # process name of the leader, in a cluster
     notes: list[str] = field(default_factory=list)
+    http: dict[str, int] = field(default_factory=dict)  # process name -> client (HTTP) port
 
     def stop(self) -> None:
         for p in self.procs:
@@ -267,26 +268,33 @@ def buoy_key(python: Path) -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def start_buoy(workdir: Path, python: Path, timeout: float, size: int = 3) -> Target:
+def buoy_agent_argv(
+    python: Path, workdir: Path, node: str, http_port: int, key: str, role: list[str], dns_port: int = -1
+) -> list[str]:
+    """`buoy agent` on loopback with its data dir under workdir; role adds -server and -retry-join flags.
+    DNS is off unless a bench measures it."""
+    data = workdir / "buoy" / node
+    data.mkdir(parents=True, exist_ok=True)
+    return [
+        str(python), "-m", "buoy", "agent", "-node", node, "-bind", "127.0.0.1", "-client", "127.0.0.1",
+        "-http-port", str(http_port), "-dns-port", str(dns_port), "-data-dir", str(data), "-encrypt", key,
+        "-log-level", "warn", *role,
+    ]  # fmt: skip
+
+
+def start_buoy(workdir: Path, python: Path, timeout: float, size: int = 3, key: str | None = None) -> Target:
     ports = free_ports(2 * size)
     names = [f"s{i + 1}" for i in range(size)]
     http = {n: ports[2 * i] for i, n in enumerate(names)}
     server = {n: ports[2 * i + 1] for i, n in enumerate(names)}
-    key = buoy_key(python)
+    key = key or buoy_key(python)
     procs = []
     for n in names:
-        data = workdir / "buoy" / n
-        data.mkdir(parents=True, exist_ok=True)
-        argv = [
-            str(python), "-m", "buoy", "agent", "-server", "-bootstrap-expect", str(size),
-            "-node", n, "-bind", "127.0.0.1", "-client", "127.0.0.1",
-            "-http-port", str(http[n]), "-server-port", str(server[n]), "-dns-port", "-1",
-            "-data-dir", str(data), "-encrypt", key, "-log-level", "warn",
-        ]  # fmt: skip
+        role = ["-server", "-bootstrap-expect", str(size), "-server-port", str(server[n])]
         for other in names:
             if other != n:
-                argv += ["-retry-join", f"127.0.0.1:{http[other]}"]
-        procs.append(spawn(n, argv, workdir / "logs" / f"{n}.log"))
+                role += ["-retry-join", f"127.0.0.1:{http[other]}"]
+        procs.append(spawn(n, buoy_agent_argv(python, workdir, n, http[n], key, role), workdir / "logs" / f"{n}.log"))
 
     def leaders() -> dict[str, str] | None:
         got = {n: http_json("GET", f"http://127.0.0.1:{http[n]}/v1/status/leader") for n in names}
@@ -299,7 +307,8 @@ def start_buoy(workdir: Path, python: Path, timeout: float, size: int = 3) -> Ta
     if lead is None:
         raise StartError(f"buoy: leader address {addr!r} matches no server port {server} or http port {http}")
     ports = [http[lead]] + [http[n] for n in names if n != lead]
-    return Target("buoy", ports, procs, f"leader {lead} at 127.0.0.1:{http[lead]} (reported {addr})", lead)
+    info = f"leader {lead} at 127.0.0.1:{http[lead]} (reported {addr})"
+    return Target("buoy", ports, procs, info, lead, http=http)
 
 
 def start_bare(workdir: Path, python: Path, timeout: float, raw: bool = False) -> Target:

@@ -1,21 +1,27 @@
 """The services and checks this agent owns: the agent's truth, which anti-entropy pushes to the catalog.
 
 Registered through the API they persist in ``<data-dir>/agent/local.json`` (written atomically) and come
-back after a restart, check status included; in ``-dev`` they live in memory only. Those defined in config
-files are not persisted: the files are their truth, read again at every start and reload.
+back after a restart, check status included; in ``-dev`` they live in memory only. A definition change is
+written before the call returns; a status change only within ``STATUS_FLUSH`` seconds, batched: with a
+thousand probes, writing the whole file on every status change kept the event loop busy full time.
+Those defined in config files are not persisted: the files are their truth, read again at every start
+and reload.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from buoy.http.errors import HTTPError
 
 FORMAT_VERSION = 1
+STATUS_FLUSH = 2.0
 
 
 class LocalState:
@@ -27,11 +33,12 @@ class LocalState:
         self.config_checks: set[str] = set()
         self._path = Path(data_dir, "agent", "local.json") if data_dir else None
         self._on_change = on_change
+        self._flush: asyncio.TimerHandle | None = None
 
     def load(self) -> None:
         if self._path is None or not self._path.exists():
             return
-        data = json.loads(self._path.read_text())
+        data = orjson.loads(self._path.read_bytes())
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"{self._path}: unsupported format {data.get('version')!r}")
         self.services = {s["ID"]: s for s in data["services"]}
@@ -41,17 +48,26 @@ class LocalState:
         # Whatever removed a service or check (API, reload, its service going) ends its config ownership.
         self.config_services.intersection_update(self.services)
         self.config_checks.intersection_update(self.checks)
-        if self._path is not None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                json.dump({"version": FORMAT_VERSION,
-                           "services": [s for sid, s in self.services.items() if sid not in self.config_services],
-                           "checks": [c for cid, c in self.checks.items() if cid not in self.config_checks]}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path)
+        self.flush()
         self._on_change()
+
+    def flush(self) -> None:
+        """Write the file now (and drop any pending status write it covers)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps({
+                "version": FORMAT_VERSION,
+                "services": [s for sid, s in self.services.items() if sid not in self.config_services],
+                "checks": [c for cid, c in self.checks.items() if cid not in self.config_checks]}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
 
     def add_service(self, svc: dict[str, Any], checks: list[dict[str, Any]]) -> None:
         """Register or replace a service; a re-registration keeps the status of checks it still has."""
@@ -96,4 +112,6 @@ class LocalState:
         if check["Status"] == status and check["Output"] == output:
             return
         self.checks[check_id] = dict(check, Status=status, Output=output)
-        self._changed()
+        if self._path is not None and self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(STATUS_FLUSH, self.flush)
+        self._on_change()

@@ -50,6 +50,7 @@ class NodeAgent:
             self._halt(cid)
         # Wait for the runners to wind down, so that no script check's process outlives the agent.
         await asyncio.gather(*runners, return_exceptions=True)
+        self.local.flush()  # the last status changes, still waiting for their batched write
         await http.close()
         if self._task is not None:
             self._task.cancel()

@@ -27,6 +27,7 @@ log = structlog.get_logger("buoy.sync")
 OUTPUT_UPDATE_INTERVAL = 300.0
 RETRY_AFTER = 1.0
 SCALE_THRESHOLD = 128
+SYNC_CONCURRENCY = 32  # writes in flight during one sync
 SERVER_OWNED_SERVICES = frozenset({"consul"})
 SERVER_OWNED_CHECKS = frozenset({"serfHealth"})
 _CHECK_KEYS = ("Name", "Status", "Notes", "Output", "ServiceID", "Type", "Interval", "Timeout", "Definition")
@@ -57,7 +58,12 @@ class AntiEntropy:
         self.local = local
         self.catalog = catalog
         self._wake = asyncio.Event()
+        self._full = True
         self._output_pushed: dict[str, float] = {}
+        # What the catalog holds for this node as far as this agent knows: read by a full sync, kept
+        # current by every push, so a local change is pushed without reading the catalog first.
+        self._services: dict[str, dict[str, Any]] = {}
+        self._checks: dict[str, dict[str, Any]] = {}
         self.cluster_size = 1  # alive nodes, as the leader last said in a heartbeat answer
 
     def interval(self) -> float:
@@ -68,6 +74,12 @@ class AntiEntropy:
         return self.cfg.ae_interval * (math.ceil(math.log2(self.cluster_size) - math.log2(SCALE_THRESHOLD)) + 1)
 
     def trigger(self) -> None:
+        """A local change: push what differs from what the catalog is known to hold."""
+        self._wake.set()
+
+    def resync(self) -> None:
+        """The catalog may have lost this node (a leader said so): compare with it in full."""
+        self._full = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -75,27 +87,30 @@ class AntiEntropy:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval() * random.uniform(1.0, 1.5))
             except TimeoutError:
-                pass
+                self._full = True
             self._wake.clear()
+            full, self._full = self._full, False
             try:
-                await self.sync()
+                await self.sync(full)
             except (HTTPError, RaftError, ClientError) as e:
                 log.info("sync with the catalog failed, retrying", error=str(e))
+                self._full = True  # what reached the catalog is unknown now
                 await asyncio.sleep(RETRY_AFTER)
                 self._wake.set()
 
-    async def sync(self) -> None:
+    async def sync(self, full: bool = True) -> None:
         node = self.cfg.node_name
-        remote_services, remote_checks = await self.catalog.node_view(node)
+        if full:
+            self._services, self._checks = await self.catalog.node_view(node)
         base = node_fields(self.cfg, self.node_id)
-        for sid, svc in list(self.local.services.items()):
-            remote = remote_services.get(sid)
-            if remote is None or any(remote.get(k) != v for k, v in svc.items()):
-                await self.catalog.apply({"op": "catalog.register", "reg": dict(base, Service=svc)})
+        await self._apply_all([
+            ({"op": "catalog.register", "reg": dict(base, Service=svc)}, self._services, sid, svc)
+            for sid, svc in list(self.local.services.items())
+            if (remote := self._services.get(sid)) is None or any(remote.get(k) != v for k, v in svc.items())])
         now = time.monotonic()
         changed = []
         for cid, check in list(self.local.checks.items()):
-            remote = remote_checks.get(cid)
+            remote = self._checks.get(cid)
             if remote is not None and all(remote.get(k) == check[k] for k in _CHECK_KEYS):
                 continue
             only_output = remote is not None and all(
@@ -106,10 +121,34 @@ class AntiEntropy:
             changed.append(dict(check, Node=node))
         if changed:
             await self.catalog.apply({"op": "catalog.register", "reg": dict(base, Checks=changed)})
-        for sid in remote_services:
-            if sid not in self.local.services and sid not in SERVER_OWNED_SERVICES:
-                await self.catalog.apply({"op": "catalog.deregister", "node": node, "service_id": sid})
-        for cid, check in remote_checks.items():
-            if cid not in self.local.checks and cid not in SERVER_OWNED_CHECKS and \
-                    (not check["ServiceID"] or check["ServiceID"] in self.local.services):
-                await self.catalog.apply({"op": "catalog.deregister", "node": node, "check_id": cid})
+            self._checks.update((c["CheckID"], c) for c in changed)
+        await self._apply_all([
+            ({"op": "catalog.deregister", "node": node, "service_id": sid}, self._services, sid, None)
+            for sid in list(self._services)
+            if sid not in self.local.services and sid not in SERVER_OWNED_SERVICES])
+        await self._apply_all([
+            ({"op": "catalog.deregister", "node": node, "check_id": cid}, self._checks, cid, None)
+            for cid, check in list(self._checks.items())
+            if cid not in self.local.checks and cid not in SERVER_OWNED_CHECKS and
+            (not check["ServiceID"] or check["ServiceID"] in self.local.services)])
+        # A deregistered service takes its checks with it.
+        for cid in [cid for cid, c in self._checks.items() if c["ServiceID"] and c["ServiceID"] not in self._services]:
+            del self._checks[cid]
+
+    async def _apply_all(self, writes: list[tuple[dict[str, Any], dict[str, Any], str, Any]]) -> None:
+        """Apply independent writes concurrently (the Raft layer batches them), recording each one that
+        lands in the known catalog view (``None`` = removed); raise the first failure."""
+        limit = asyncio.Semaphore(SYNC_CONCURRENCY)
+
+        async def one(cmd: dict[str, Any], view: dict[str, Any], key: str, value: Any) -> None:
+            async with limit:
+                await self.catalog.apply(cmd)
+            if value is None:
+                view.pop(key, None)
+            else:
+                view[key] = value
+
+        results = await asyncio.gather(*(one(*w) for w in writes), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result

@@ -101,6 +101,8 @@ def make_app(agent: Any) -> web.Application:
     app["max_body"] = largest
     app["pretty"] = cfg.dev
     app["loop"] = asyncio.get_event_loop()
+    app["blocking_forwards"] = set()
+    app.on_shutdown.append(proxy.release)
     app.on_cleanup.append(forward.close)
     for module in AGENT_MODULES + (SERVER_MODULES if agent.server is not None else ()):
         for route in module.routes:

@@ -116,4 +116,6 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
                 break
             await server.hub.wait(topics, prefixes, remaining)
             index, payload = run()
+            if server.hub.closed:
+                break
     return render(request, _filtered(pred, payload), headers_for(request, index, mode))

@@ -36,6 +36,12 @@ async def forward(request: web.Request) -> web.Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_REQUEST}
     params = list(request.query.items())
     hold_until = time.monotonic() + RPC_HOLD_TIMEOUT
+    if index:
+        # A blocking query waits on a server; shutdown cancels it rather than wait out its grace period.
+        task = asyncio.current_task()
+        assert task is not None
+        request.app["blocking_forwards"].add(task)
+        task.add_done_callback(request.app["blocking_forwards"].discard)
     while True:
         resp = await _try_servers(request, pool, body, headers, params, write, index, deadline)
         # No leader (an election is on): nothing was applied, so wait for one as Consul's clients do.
@@ -44,6 +50,15 @@ async def forward(request: web.Request) -> web.Response:
             continue
         out = {k: v for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE}
         return web.Response(status=resp.status, body=resp.body, headers=out)
+
+
+async def release(app: web.Application) -> None:
+    """On shutdown: end every open blocking query so it does not hold the agent's exit."""
+    agent = app["agent"]
+    if agent.server is not None:
+        agent.server.hub.close()
+    for task in list(app["blocking_forwards"]):
+        task.cancel()
 
 
 async def _try_servers(request: web.Request, pool: ServerPool, body: bytes, headers: dict[str, str],

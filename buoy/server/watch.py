@@ -21,6 +21,7 @@ class WatchHub:
         self._prefix: dict[str, set[asyncio.Future[None]]] = {}
         self.listeners: list[Callable[[set[Topic]], None]] = []
         self.waiting = 0  # blocking queries asleep right now (shown in /v1/agent/self)
+        self.closed = False
 
     def notify_threadsafe(self, topics: set[Topic]) -> None:
         """Called on the Raft thread after a batch: hop to the loop."""
@@ -38,6 +39,12 @@ class WatchHub:
         for listener in self.listeners:
             listener(topics)
 
+    def close(self) -> None:
+        """The agent is shutting down: wake every blocking query and let none sleep again, so open
+        queries answer with what they have instead of holding the shutdown."""
+        self.closed = True
+        self._wake_all()
+
     def _wake_all(self) -> None:
         for group in (self._exact, self._prefix):
             for futs in group.values():
@@ -52,6 +59,8 @@ class WatchHub:
 
     async def wait(self, topics: Iterable[Topic], prefixes: Iterable[str], timeout: float) -> bool:
         """Sleep until one of the topics fires or the timeout passes; True if woken by a change."""
+        if self.closed:
+            return False
         fut: asyncio.Future[None] = self._loop.create_future()
         topics, prefixes = list(topics), list(prefixes)
         for t in topics:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -120,23 +121,40 @@ def test_second_signal_exits_at_once(tmp_path) -> None:
     http_port = free_port()
     with _running(tmp_path, *_dev_flags(http_port)) as (proc, _log):
         _wait_http(http_port, proc)
-        base = f"http://127.0.0.1:{http_port}/v1/kv/held"
-        requests.put(base, data=b"x", timeout=5)
-        index = requests.get(base, timeout=5).headers["X-Consul-Index"]
-        # A blocking query keeps the graceful shutdown busy (it waits for open requests), so the
-        # second signal is the one that ends the process, with exit code 1.
-        held = threading.Thread(target=lambda: _quiet_get(f"{base}?index={index}&wait=60s"), daemon=True)
-        held.start()
+        # A request whose body is still arriving keeps the graceful shutdown busy (open blocking queries
+        # are answered at once, but a half-received PUT is waited for), so the second signal is the one
+        # that ends the process, with exit code 1.
+        slow = socket.create_connection(("127.0.0.1", http_port), timeout=5)
+        slow.sendall(b"PUT /v1/kv/held HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
         time.sleep(0.3)
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.3)
         assert proc.poll() is None, "the first signal should wait for the open request"
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(15) == 1
+        slow.close()
 
 
-def _quiet_get(url: str) -> None:
-    try:
-        requests.get(url, timeout=70)
-    except requests.RequestException:
-        pass  # the agent goes away under it: that is the point
+def test_shutdown_answers_open_blocking_queries(tmp_path) -> None:
+    http_port = free_port()
+    with _running(tmp_path, *_dev_flags(http_port)) as (proc, _log):
+        _wait_http(http_port, proc)
+        base = f"http://127.0.0.1:{http_port}/v1/kv/held"
+        requests.put(base, data=b"x", timeout=5)
+        index = requests.get(base, timeout=5).headers["X-Consul-Index"]
+        answered: list[int] = []
+        held = threading.Thread(target=lambda: answered.append(
+            requests.get(f"{base}?index={index}&wait=60s", timeout=70).status_code), daemon=True)
+        held.start()
+        deadline = time.monotonic() + 10
+        while _blocking_queries(http_port) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(15) == 0
+        held.join(timeout=10)
+        assert answered == [200]  # answered with what the agent had, not cut off
+
+
+def _blocking_queries(http_port: int) -> int:
+    self_info = requests.get(f"http://127.0.0.1:{http_port}/v1/agent/self", timeout=5).json()
+    return int(self_info["Stats"]["buoy"]["blocking_queries"])

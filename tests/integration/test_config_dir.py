@@ -224,7 +224,7 @@ def test_bad_file_at_start_refuses_to_start(tmp_path: Path, text: str, error: st
 def test_check_for_an_unknown_service_stops_the_agent(tmp_path: Path) -> None:
     (tmp_path / "check.json").write_text(json.dumps({"check": {"id": "orphan", "ttl": "10s", "service_id": "nope"}}))
     run = run_buoy("agent", "-dev", "-http-port", str(free_port()), "-server-port", str(free_port()),
-                   "-config-dir", str(tmp_path))
+                   "-dns-port", "-1", "-config-dir", str(tmp_path))
     assert run.code == 1 and "Traceback" not in run.stderr, run
     assert run.stderr.splitlines()[-1] == '==> Error: check "orphan": ServiceID "nope" does not exist'
 
