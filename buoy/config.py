@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -60,6 +62,24 @@ class Config:
     server_port: int = 8300
     encrypt: str | None = None
     domain: str = "consul."
+    alt_domain: str = ""
+    recursors: list[str] = field(default_factory=list)  # IP or IP:port (53) of upstream resolvers
+    # dns_config (Consul's defaults); see docs/configuration.md, "DNS".
+    dns_allow_stale: bool = True
+    dns_max_stale: float = 87600 * 3600.0
+    dns_node_ttl: float = 0.0
+    dns_service_ttl: dict[str, float] = field(default_factory=dict)  # name, "prefix*" or "*" -> seconds
+    dns_enable_truncate: bool = False
+    dns_only_passing: bool = False
+    dns_a_record_limit: int = 0
+    dns_udp_answer_limit: int = 3
+    dns_node_meta_txt: bool = True
+    dns_recursor_timeout: float = 2.0
+    dns_recursor_strategy: str = "sequential"
+    dns_soa_expire: int = 86400
+    dns_soa_min_ttl: int = 0
+    dns_soa_refresh: int = 3600
+    dns_soa_retry: int = 600
     log_level: str = "INFO"
     log_json: bool = False
     kv_max_value_size: int = 524288
@@ -107,6 +127,7 @@ class Config:
     def validate(self) -> None:
         if self.log_level.upper() not in log.LEVELS:
             raise ConfigError(f"log_level: unknown level {self.log_level!r} (trace, debug, info, warn, error)")
+        self._validate_dns()
         if self.dev:
             return
         if not self.data_dir:
@@ -123,6 +144,52 @@ class Config:
             if not 1 <= port <= 65535:
                 raise ConfigError(f"{name}: {port} is not a TCP port")
 
+    def _validate_dns(self) -> None:
+        if self.dns_port != -1 and not 1 <= self.dns_port <= 65535:
+            raise ConfigError(f"dns_port: {self.dns_port} is not a port (-1 disables DNS)")
+        for name in ("domain", "alt_domain"):
+            value = getattr(self, name)
+            if (value or name == "domain") and not _DNS_NAME.fullmatch(value.rstrip(".")):
+                raise ConfigError(f"{name}: {value!r} is not a DNS name")
+        if self.alt_domain and self.alt_domain.rstrip(".").lower() == self.domain.rstrip(".").lower():
+            raise ConfigError("alt_domain: must differ from domain")
+        for r in self.recursors:
+            recursor_address(r)
+        for key in ("dns_config.a_record_limit", "dns_config.udp_answer_limit", "dns_config.soa.expire",
+                    "dns_config.soa.min_ttl", "dns_config.soa.refresh", "dns_config.soa.retry"):
+            if getattr(self, _FILE_KEYS[key]) < 0:
+                raise ConfigError(f"{key}: must not be negative")
+        if any(ttl < 0 for ttl in self.dns_service_ttl.values()) or self.dns_node_ttl < 0:
+            raise ConfigError("dns_config: a TTL must not be negative")
+        if self.dns_recursor_strategy not in ("sequential", "random"):
+            raise ConfigError(f"dns_config.recursor_strategy: {self.dns_recursor_strategy!r} is not "
+                              "sequential or random")
+
+
+_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*")
+
+
+def recursor_address(text: str) -> tuple[str, int]:
+    """(ip, port) of a recursor given as Consul takes it: an IP, ``ip:port`` or ``[ipv6]:port`` (port 53)."""
+    host, port = text.strip(), 53
+    if host.startswith("["):
+        host, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"recursors: {text!r} is not an IP address or ip:port")
+        port_text = rest[1:]
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+    else:
+        port_text = ""
+    try:
+        ipaddress.ip_address(host)
+        port = int(port_text) if port_text else port
+    except ValueError:
+        raise ConfigError(f"recursors: {text!r} is not an IP address or ip:port") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"recursors: {text!r}: {port} is not a port")
+    return host, port
+
 
 # Keys as they appear in Consul's config files, mapped onto Config fields (nested blocks flattened).
 _FILE_KEYS: dict[str, str] = {
@@ -137,6 +204,23 @@ _FILE_KEYS: dict[str, str] = {
     "client_addr": "client_addr",
     "encrypt": "encrypt",
     "domain": "domain",
+    "alt_domain": "alt_domain",
+    "recursors": "recursors",
+    "dns_config.allow_stale": "dns_allow_stale",
+    "dns_config.max_stale": "dns_max_stale",
+    "dns_config.node_ttl": "dns_node_ttl",
+    "dns_config.service_ttl": "dns_service_ttl",
+    "dns_config.enable_truncate": "dns_enable_truncate",
+    "dns_config.only_passing": "dns_only_passing",
+    "dns_config.a_record_limit": "dns_a_record_limit",
+    "dns_config.udp_answer_limit": "dns_udp_answer_limit",
+    "dns_config.enable_additional_node_meta_txt": "dns_node_meta_txt",
+    "dns_config.recursor_timeout": "dns_recursor_timeout",
+    "dns_config.recursor_strategy": "dns_recursor_strategy",
+    "dns_config.soa.expire": "dns_soa_expire",
+    "dns_config.soa.min_ttl": "dns_soa_min_ttl",
+    "dns_config.soa.refresh": "dns_soa_refresh",
+    "dns_config.soa.retry": "dns_soa_retry",
     "log_level": "log_level",
     "log_json": "log_json",
     "ports.http": "http_port",
@@ -150,8 +234,9 @@ _FILE_KEYS: dict[str, str] = {
     "heartbeat_ttl": "heartbeat_ttl",
     "reconnect_timeout": "reconnect_timeout",
 }
-_BLOCKS = {"ports", "limits"}
+_BLOCKS = {"ports", "limits", "dns_config", "dns_config.soa"}
 _TYPES = {f.name: f.type for f in fields(Config)}
+_APPENDED = frozenset({"retry_join", "recursors"})  # lists that every file and the flags add to, as in Consul
 
 
 def _parse_hcl(text: str) -> Any:
@@ -179,6 +264,15 @@ def _coerce(source: str, key: str, name: str, value: Any) -> Any:
     if kind == "float" and isinstance(value, str):  # durations are Go strings in Consul's files ("72h")
         try:
             return parse_duration(value)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {key}: {e}") from None
+    if kind == "dict[str, float]":  # a map of durations (dns_config.service_ttl)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected an object, got {type(value).__name__}")
+        try:
+            return {str(k): parse_duration(v) for k, v in value.items()}
         except ValueError as e:
             raise ConfigError(f"{source}: {key}: {e}") from None
     ok = {
@@ -254,23 +348,28 @@ def apply_file(cfg: Config, path: Path) -> None:
         if key in _DEFINITION_KEYS:
             getattr(cfg, _DEFINITION_KEYS[key]).extend(_definitions(path, key, value))
             continue
-        if key in _BLOCKS:
-            if isinstance(value, list) and len(value) == 1:
-                value = value[0]  # an HCL block parses as a one-element list
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}: {key}: expected an object")
-            items = [(f"{key}.{k}", v) for k, v in value.items()]
-        else:
-            items = [(key, value)]
-        for dotted, v in items:
+        for dotted, v in _block_items(path, key, value) if key in _BLOCKS else [(key, value)]:
             name = _FILE_KEYS.get(dotted)
             if name is None:
                 raise ConfigError(f"{path}: unknown key {dotted!r}")
             v = _coerce(str(path), dotted, name, v)
-            if name == "retry_join":
-                cfg.retry_join.extend(v)
+            if name in _APPENDED:
+                getattr(cfg, name).extend(v)
             else:
                 setattr(cfg, name, v)
+
+
+def _block_items(path: Path, key: str, value: Any) -> list[tuple[str, Any]]:
+    """The settings of a block as (dotted key, value), nested blocks (``dns_config { soa {} }``) included."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # an HCL block parses as a one-element list
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {key}: expected an object")
+    items: list[tuple[str, Any]] = []
+    for k, v in value.items():
+        dotted = f"{key}.{k}"
+        items.extend(_block_items(path, dotted, v) if dotted in _BLOCKS else [(dotted, v)])
+    return items
 
 
 def load_files(cfg: Config, files: list[str], dirs: list[str]) -> list[Path]:
@@ -306,8 +405,8 @@ def build(sources: Sources) -> Config:
         dev_defaults(cfg)
     load_files(cfg, list(sources.files), list(sources.dirs))
     for name, value in sources.flags.items():
-        if name == "retry_join":
-            cfg.retry_join.extend(value)
+        if name in _APPENDED:
+            getattr(cfg, name).extend(value)
         else:
             setattr(cfg, name, value)
     if cfg.data_dir:

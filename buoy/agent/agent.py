@@ -22,6 +22,7 @@ from buoy.agent.sync import Catalog
 from buoy.api.client import Client
 from buoy.api.signed import signed_call
 from buoy.config import Config, definitions
+from buoy.dns.server import DNSServer
 from buoy.http.app import make_app
 from buoy.server.membership import http_addr
 from buoy.server.server import HEARTBEAT, LEAVE, Server
@@ -80,13 +81,17 @@ class Agent:
         await runner.setup()
         for host in cfg.client_addr.split():
             await web.TCPSite(runner, host, cfg.http_port, reuse_address=True).start()
+        dns = None
+        if cfg.dns_port != -1:
+            dns = DNSServer(cfg)
+            await dns.start(cfg.client_addr.split(), cfg.dns_port)
         log.info("agent started", node=cfg.node_name, datacenter=cfg.datacenter, http=cfg.http_addr,
                  raft=cfg.raft_addr, server=cfg.server, dev=cfg.dev)
         if self.server is not None:
             await self.server.start()
         self.node = NodeAgent(cfg, self.node_id, catalog)
         await self.node.start()
-        self.heartbeat = Heartbeater(cfg, self.node_id, self._send_heartbeat, self.node.sync.trigger)
+        self.heartbeat = Heartbeater(cfg, self.node_id, self._send_heartbeat, self.node.sync.resync)
         self._beating = loop.create_task(self.heartbeat.run())
         try:
             # Inside the try: a service or check the node cannot take stops the agent cleanly.
@@ -97,6 +102,8 @@ class Agent:
                 self._beating.cancel()
             # Checks first: an alias check's blocking query on this agent would hold the HTTP shutdown.
             await self.node.stop()
+            if dns is not None:
+                await dns.stop()  # before the HTTP server, which would wait for its views' blocking queries
             await runner.cleanup()
             if self.server is not None:
                 await self.server.stop()

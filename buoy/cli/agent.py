@@ -15,6 +15,7 @@ _SCALARS = {
     "node": "node_name", "datacenter": "datacenter", "data_dir": "data_dir", "bind": "bind_addr",
     "client": "client_addr", "http_port": "http_port", "dns_port": "dns_port", "server_port": "server_port",
     "encrypt": "encrypt", "bootstrap_expect": "bootstrap_expect", "log_level": "log_level", "domain": "domain",
+    "alt_domain": "alt_domain",
 }
 
 
@@ -40,6 +41,8 @@ def _opt(name: str, **kw: Any) -> Any:
 @_opt("config-file", multiple=True, help="JSON or HCL config file; repeatable.")
 @_opt("config-dir", multiple=True, help="Directory of *.json / *.hcl config files; repeatable.")
 @_opt("domain", help="DNS domain (consul.).")
+@_opt("alt-domain", help="A second DNS domain answered like -domain.")
+@_opt("recursor", multiple=True, help="IP[:port] of an upstream DNS server for other names; repeatable.")
 @_opt("log-level", help="trace, debug, info, warn or error.")
 @_opt("log-json", is_flag=True, default=None, help="Log one JSON object per line.")
 def agent(**flags: Any) -> None:
@@ -48,6 +51,8 @@ def agent(**flags: Any) -> None:
     overrides.update({name: True for name in ("server", "log_json") if flags[name]})
     if flags["retry_join"] or flags["join"]:
         overrides["retry_join"] = [*flags["retry_join"], *flags["join"]]
+    if flags["recursor"]:
+        overrides["recursors"] = list(flags["recursor"])
     sources = Sources(dev=flags["dev"], files=flags["config_file"], dirs=flags["config_dir"], flags=overrides)
     from buoy.agent.agent import run_agent
 

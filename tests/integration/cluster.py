@@ -23,6 +23,7 @@ class Cluster:
         self.key = base64.b64encode(os.urandom(32)).decode()
         self.http = [free_port() for _ in range(size)]
         self.raft = [free_port() for _ in range(size)]
+        self.dns = [-1] * size  # DNS ports, -1 where DNS is off
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
         self.clients: set[int] = set()
         self.config = root / "agent.json"  # settings every agent of the cluster shares
@@ -36,14 +37,17 @@ class Cluster:
         """Start one more server (no -bootstrap-expect) that joins through server ``join``."""
         self.http.append(free_port())
         self.raft.append(free_port())
+        self.dns.append(-1)
         self.procs.append(None)
         self.start(len(self.procs) - 1, joins=[join], bootstrap=False)
         return len(self.procs) - 1
 
-    def add_client(self, joins: list[int]) -> int:
-        """Start a client agent (no -server) named c<i> that joins through the given servers."""
+    def add_client(self, joins: list[int], dns: bool = False) -> int:
+        """Start a client agent (no -server) named c<i> that joins through the given servers (with a DNS
+        port of its own when ``dns``)."""
         self.http.append(free_port())
         self.raft.append(free_port())
+        self.dns.append(free_port() if dns else -1)
         self.procs.append(None)
         i = len(self.procs) - 1
         self.clients.add(i)
@@ -60,7 +64,7 @@ class Cluster:
         cmd = [
             sys.executable, "-m", "buoy", "agent", *role, "-config-file", str(self.config),
             "-node", self.name(i), "-bind", "127.0.0.1", "-client", "127.0.0.1",
-            "-http-port", str(self.http[i]), "-server-port", str(self.raft[i]), "-dns-port", "-1",
+            "-http-port", str(self.http[i]), "-server-port", str(self.raft[i]), "-dns-port", str(self.dns[i]),
             "-data-dir", str(self.root / self.name(i)), "-encrypt", self.key, "-log-level", "info", *join_flags,
         ]  # fmt: skip
         with open(self.log(i), "ab") as out:
