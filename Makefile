@@ -29,5 +29,9 @@ bench: $(VENV)/.installed
 bench-checks: $(VENV)/.installed
 	$(BIN)/python -m bench.checks
 
+.PHONY: bench-dns
+bench-dns: $(VENV)/.installed
+	$(BIN)/python -m bench.dns
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -14,11 +14,8 @@ import argparse
 import asyncio
 import functools
 import random
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +25,8 @@ from aiohttp import web
 
 from bench import cluster
 from bench.bare import use_uvloop
-from bench.cluster import Proc, StartError
-from bench.kv import BenchError, fmt, log, machine, table, terminated
+from bench.cluster import Proc
+from bench.kv import BenchError, fmt, log, machine, run_bench, table
 
 CPU_TARGET = 10.0  # % of one core
 RSS_TARGET = 80.0  # MB
@@ -408,10 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         serve_endpoints(args.serve_endpoints)
         return 0
     python = cluster.VENV_PYTHON if cluster.VENV_PYTHON.exists() else Path(sys.executable)
-    signal.signal(signal.SIGTERM, terminated)
-    workdir = Path(tempfile.mkdtemp(prefix="buoy-bench-checks-", dir=args.workdir))
-    log(f"data and logs under {workdir}")
-    try:
+
+    def body(workdir: Path) -> int:
         endpoints, endpoint_proc = start_endpoints(workdir, python, args.start_timeout)
         log("starting agents ...")
         checks, observer, agent_procs = start_agents(workdir, python, args.clients, args.start_timeout)
@@ -424,21 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             print(report(args, checks, observer, res))
         return 0 if res.ready_s is not None else 1
-    except (StartError, BenchError, TimeoutError, aiohttp.ClientError) as e:
-        log(f"error: {type(e).__name__}: {e}")
-        if not args.keep:
-            log("(rerun with --keep to keep the data dirs and logs)")
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        cluster.stop_all()
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
+    return run_bench("buoy-bench-checks-", args.workdir, args.keep, body,
+                     failures=(TimeoutError, aiohttp.ClientError))
 
 if __name__ == "__main__":
     sys.exit(main())

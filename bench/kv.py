@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,29 +309,21 @@ def terminated(signum: int, frame: object) -> None:
     sys.exit(143)  # unwinds through the finally blocks that stop every process
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    python = cluster.VENV_PYTHON if cluster.VENV_PYTHON.exists() else Path(sys.executable)
-    if "etcd" in args.only and shutil.which("etcd") is None:
-        log("etcd is not installed (Debian: apt-get install etcd-server); use --only to skip it")
-        return 2
+def run_bench(prefix: str, parent: str | None, keep: bool, body: Callable[[Path], int],
+              failures: tuple[type[BaseException], ...] = (), on_failure: Callable[[], None] = lambda: None) -> int:
+    """Run a bench's ``body`` in a fresh work dir: a failure is one line and exit 1 (after ``on_failure``,
+    which prints what was measured so far), Ctrl-C exits 130, and whatever happens every process is
+    stopped by PID and the dir removed (unless ``keep``)."""
     signal.signal(signal.SIGTERM, terminated)
-    workdir = Path(tempfile.mkdtemp(prefix="buoy-bench-", dir=args.workdir))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     log(f"data and logs under {workdir}")
-    steps: list[Step] = []
-    ceil = None
+    caught: tuple[type[BaseException], ...] = (StartError, BenchError, *failures)
     try:
-        for system in [s for s in SYSTEMS if s in args.only]:  # Buoy first: fail fast if it cannot start
-            steps += bench_system(args, python, workdir, system)
-        if "bare" in args.only:
-            ceil = ceiling(args, python, workdir)
-        print(report(args, steps, ceil))
-        return 0
-    except (StartError, BenchError) as e:
-        if steps:
-            print(report(args, steps, ceil))
-        log(f"error: {e}")
-        if not args.keep:
+        return body(workdir)
+    except caught as e:
+        on_failure()
+        log(f"error: {type(e).__name__}: {e}")
+        if not keep:
             log("(rerun with --keep to keep the data dirs and logs)")
         return 1
     except KeyboardInterrupt:
@@ -338,11 +331,35 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         cluster.stop_all()
-        if args.keep:
+        if keep:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    python = cluster.VENV_PYTHON if cluster.VENV_PYTHON.exists() else Path(sys.executable)
+    if "etcd" in args.only and shutil.which("etcd") is None:
+        log("etcd is not installed (Debian: apt-get install etcd-server); use --only to skip it")
+        return 2
+    steps: list[Step] = []
+    ceil = None
+
+    def body(workdir: Path) -> int:
+        nonlocal steps, ceil
+        for system in [s for s in SYSTEMS if s in args.only]:  # Buoy first: fail fast if it cannot start
+            steps += bench_system(args, python, workdir, system)
+        if "bare" in args.only:
+            ceil = ceiling(args, python, workdir)
+        print(report(args, steps, ceil))
+        return 0
+
+    def partial() -> None:
+        if steps:
+            print(report(args, steps, ceil))
+
+    return run_bench("buoy-bench-", args.workdir, args.keep, body, on_failure=partial)
 
 if __name__ == "__main__":
     sys.exit(main())
