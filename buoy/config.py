@@ -91,6 +91,7 @@ class Config:
     enable_script_checks: bool = False  # script checks from the HTTP API too (remote code execution: off)
     heartbeat_ttl: float = 10.0  # a node not heard from for this long is marked failed by the leader
     reconnect_timeout: float = 72 * 3600.0  # a failed node is removed from the catalog after this long
+    intentions_default: str = ""  # "allow" or "deny" when no intention matches; unset: allow in -dev, else deny
     services: list[Definition] = field(default_factory=list)  # Consul's `service` / `services` keys
     checks: list[Definition] = field(default_factory=list)  # Consul's `check` / `checks` keys
     sources: Sources = field(default_factory=Sources)
@@ -128,6 +129,8 @@ class Config:
         if self.log_level.upper() not in log.LEVELS:
             raise ConfigError(f"log_level: unknown level {self.log_level!r} (trace, debug, info, warn, error)")
         self._validate_dns()
+        if self.intentions_default not in ("", "allow", "deny"):
+            raise ConfigError(f"intentions_default: {self.intentions_default!r} is not allow or deny")
         if self.dev:
             return
         if not self.data_dir:
@@ -233,6 +236,7 @@ _FILE_KEYS: dict[str, str] = {
     "enable_script_checks": "enable_script_checks",
     "heartbeat_ttl": "heartbeat_ttl",
     "reconnect_timeout": "reconnect_timeout",
+    "intentions_default": "intentions_default",
 }
 _BLOCKS = {"ports", "limits", "dns_config", "dns_config.soa"}
 _TYPES = {f.name: f.type for f in fields(Config)}

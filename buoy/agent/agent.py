@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from buoy.agent.heartbeat import Heartbeater
+from buoy.agent.leaf import LeafCerts
 from buoy.agent.node import NodeAgent
 from buoy.agent.reload import on_sighup
 from buoy.agent.servers import RemoteCatalog, ServerPool
@@ -38,6 +39,7 @@ class Agent:
         self.server: Server | None = None
         self.node: NodeAgent | None = None
         self.pool: ServerPool | None = None  # a client agent's servers
+        self.leaves = LeafCerts(cfg, self._internal)
         self._beating: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._signals = 0
@@ -102,6 +104,7 @@ class Agent:
                 self._beating.cancel()
             # Checks first: an alias check's blocking query on this agent would hold the HTTP shutdown.
             await self.node.stop()
+            await self.leaves.stop()
             if dns is not None:
                 await dns.stop()  # before the HTTP server, which would wait for its views' blocking queries
             await runner.cleanup()

@@ -27,7 +27,9 @@ _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 COMMANDS = {
     "agent": "buoy.cli.agent:agent",
     "catalog": "buoy.cli.catalog:catalog",
+    "connect": "buoy.cli.connect:connect",
     "force-leave": "buoy.cli.membership:force_leave",
+    "intention": "buoy.cli.intention:intention",
     "join": "buoy.cli.membership:join",
     "keygen": "buoy.cli.keygen:keygen",
     "kv": "buoy.cli.kv:kv",

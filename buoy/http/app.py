@@ -12,12 +12,16 @@ from aiohttp import web
 
 from buoy.api.client import APIError, ClientError
 from buoy.http import (
+    agent_connect,
+    agent_intentions,
     agent_membership,
     agent_reload,
     agent_services,
     catalog,
+    connect_ca,
     forward,
     health,
+    intentions,
     internal,
     kv,
     proxy,
@@ -88,8 +92,8 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 
 
 # Every agent answers these itself; a client agent passes every other /v1 call to a server.
-AGENT_MODULES = (agent_services, agent_membership, agent_reload)
-SERVER_MODULES = (kv, txn, session, catalog, health, query, status, internal)
+AGENT_MODULES = (agent_services, agent_membership, agent_reload, agent_connect, agent_intentions)
+SERVER_MODULES = (kv, txn, session, catalog, health, query, status, internal, connect_ca, intentions)
 
 
 def make_app(agent: Any) -> web.Application:
@@ -104,6 +108,7 @@ def make_app(agent: Any) -> web.Application:
     app["blocking_forwards"] = set()
     app.on_shutdown.append(proxy.release)
     app.on_cleanup.append(forward.close)
+    app.cleanup_ctx.append(agent_intentions.intention_cache)
     for module in AGENT_MODULES + (SERVER_MODULES if agent.server is not None else ()):
         for route in module.routes:
             assert isinstance(route, web.RouteDef)

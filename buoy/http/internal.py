@@ -1,6 +1,7 @@
-"""Agent-to-server endpoints: cluster formation, heartbeats, leave, and the catalog calls a client agent's
-anti-entropy makes. Every request and answer is signed with the cluster key (:mod:`buoy.api.signed`);
-unsigned or wrongly signed calls get 403. Calls that only the leader can answer are passed to it."""
+"""Agent-to-server endpoints: cluster formation, heartbeats, leave, the catalog calls a client agent's
+anti-entropy makes, and leaf-certificate signing. Every request and answer is signed with the cluster key
+(:mod:`buoy.api.signed`); unsigned or wrongly signed calls get 403. Calls that only the leader can answer
+are passed to it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aiohttp import web
 from buoy.api.signed import signed_headers, verify_headers
 from buoy.http.decode import read_body
 from buoy.http.errors import HTTPError
-from buoy.server.server import HEARTBEAT, JOIN, LEAVE
+from buoy.server.server import CA_SIGN, HEARTBEAT, JOIN, LEAVE
 
 routes = web.RouteTableDef()
 MAX_BODY = 1 << 20
@@ -54,6 +55,7 @@ async def peer(request: web.Request) -> web.Response:
 @routes.post(JOIN)
 @routes.post(HEARTBEAT)
 @routes.post(LEAVE)
+@routes.post(CA_SIGN)
 async def on_leader(request: web.Request) -> web.Response:
     payload = await _verified(request)
     try:

@@ -1,7 +1,7 @@
 """Duties only the leader runs: session TTL timers (expiry destroys the session and so releases or deletes
-its locks), node heartbeats (:mod:`buoy.server.heartbeats`) and reaping old KV tombstones. Timers live in
-memory; a new leader restarts every TTL from zero, as Consul does, so a leader change never expires a
-session early."""
+its locks), node heartbeats (:mod:`buoy.server.heartbeats`), reaping old KV tombstones, and creating and
+pruning the mesh CA's roots (:mod:`buoy.server.ca`). Timers live in memory; a new leader restarts every
+TTL from zero, as Consul does, so a leader change never expires a session early."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from buoy.durations import parse_duration
+from buoy.server.ca import CAManager
 from buoy.server.heartbeats import Heartbeats
 from buoy.server.state.store import Topic
 
@@ -32,6 +33,7 @@ class LeaderDuties:
         self._task: asyncio.Task[None] | None = None
         self._dirty = True
         self.heartbeats = Heartbeats(server)
+        self.ca = CAManager(server)
         server.hub.listeners.append(self._on_change)
 
     def set_leader(self, is_leader: bool) -> None:
@@ -39,11 +41,13 @@ class LeaderDuties:
             self.deadlines.clear()
             self._dirty = True
             self.heartbeats.start()
+            self.ca.start()
             self._task = asyncio.get_running_loop().create_task(self._run())
         elif not is_leader and self._task is not None:
             self._task.cancel()
             self._task = None
             self.heartbeats.stop()
+            self.ca.stop()
 
     def _on_change(self, topics: set[Topic]) -> None:
         if self._task is None:

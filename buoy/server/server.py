@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from buoy.agent.sync import node_fields
-from buoy.api.client import Client, ClientError
+from buoy.api.client import APIError, Client, ClientError
 from buoy.api.signed import signed_call
 from buoy.config import Config
 from buoy.http.errors import HTTPError
@@ -26,6 +26,7 @@ log = structlog.get_logger("buoy.server")
 HEARTBEAT = "/v1/internal/buoy/heartbeat"
 LEAVE = "/v1/internal/buoy/leave"
 JOIN = "/v1/internal/buoy/join"
+CA_SIGN = "/v1/internal/buoy/ca/sign"
 
 
 class Server:
@@ -195,6 +196,8 @@ class Server:
             self._leader_client = Client(leader, token="", timeout=10)
         try:
             return await signed_call(self._leader_client, self.key, path, payload)
+        except APIError as e:  # the leader's refusal (a CSR over the rate limit: 429) passes on as it is
+            raise HTTPError(e.status, e.body.strip()) from None
         except ClientError as e:
             raise HTTPError(500, f"rpc error making call: {e}") from None
 
@@ -213,4 +216,6 @@ class Server:
             return {}
         if path == JOIN:
             return {"members": await self.add_server(str(payload["raft"]))}
+        if path == CA_SIGN:
+            return await self.duties.ca.sign(payload)
         raise HTTPError(404, f"unknown internal call {path}")

@@ -174,6 +174,20 @@ def dev_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]:
 
 
 @pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Any]:
+    """A real 3-server cluster (tests/integration/cluster.py) with a leader, stopped by PID afterwards."""
+    from tests.integration.cluster import Cluster  # cluster.py imports this module's helpers
+
+    c = Cluster(tmp_path)
+    c.start_all()
+    try:
+        c.wait_leader()
+        yield c
+    finally:
+        c.stop_all()
+
+
+@pytest.fixture
 def base(dev_agent: DevAgent) -> str:
     """The dev agent's HTTP base URL, for raw requests."""
     return f"http://{dev_agent.http_addr}"

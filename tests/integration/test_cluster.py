@@ -7,25 +7,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import consul
-import pytest
 import requests
 
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import REPO, clean_env
-
-
-@pytest.fixture
-def cluster(tmp_path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    c.start_all()
-    try:
-        c.wait_leader()
-        yield c
-    finally:
-        c.stop_all()
 
 
 def client(cluster: Cluster, i: int) -> consul.Consul:

@@ -4,10 +4,8 @@ session binding, blocking reads, bad input, and execute on a follower and throug
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 
 from tests.integration.cluster import Cluster
@@ -220,17 +218,6 @@ def test_bad_input_is_refused_and_changes_nothing(dev_agent, base, prefix) -> No
     after = requests.get(f"{base}/v1/query", timeout=5)
     assert after.headers["X-Consul-Index"] == before.headers["X-Consul-Index"]
     assert after.json() == before.json()
-
-
-@pytest.fixture
-def cluster(tmp_path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    c.start_all()
-    try:
-        c.wait_leader()
-        yield c
-    finally:
-        c.stop_all()
 
 
 def test_execute_on_a_follower_and_through_a_client_agent(cluster: Cluster) -> None:

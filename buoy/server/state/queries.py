@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from buoy.server.state.errors import Rejected
+from buoy.server.state.indexed import IndexedTable
 from buoy.server.state.undo import UndoLog
 
 TEMPLATE_TYPE = "name_prefix_match"
@@ -25,7 +26,7 @@ class QueryError(Exception):
     """A template that does not compile or render, or a template asked for by ID; the text is Consul's."""
 
 
-class QueryTable:
+class QueryTable(IndexedTable):
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.by_name: dict[str, str] = {}  # lower-cased name -> ID, for every named query
@@ -131,17 +132,6 @@ class QueryTable:
             bound.discard(row["ID"])
             if not bound:
                 del self.by_session[row["Session"]]
-
-    # ---- snapshots ---------------------------------------------------------------------------------
-
-    def dump(self) -> dict[str, Any]:
-        return {"rows": list(self.rows.values()), "index": self.index}
-
-    def load(self, data: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
-        for row in data.get("rows", []):
-            self._index(row)
-        self.index = data.get("index", 0)
 
 
 # ---- templates -------------------------------------------------------------------------------------

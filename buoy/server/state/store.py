@@ -16,8 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from buoy.server.state.ca import CATable
 from buoy.server.state.catalog import CatalogTable
 from buoy.server.state.errors import Rejected
+from buoy.server.state.intentions import IntentionTable
 from buoy.server.state.kv import KVTable
 from buoy.server.state.members import ALIVE, FAILED, LEFT, MemberTable, serf_check
 from buoy.server.state.queries import QueryTable
@@ -42,6 +44,8 @@ class StateStore:
         self.sessions = SessionTable()
         self.members = MemberTable()
         self.queries = QueryTable()
+        self.intentions = IntentionTable()
+        self.ca = CATable()
         self.servers: dict[str, dict[str, Any]] = {}  # raft address -> {Node, ID, HTTP}
         self.index = 0
         self.notify: Callable[[set[Topic]], None] = lambda _topics: None
@@ -283,6 +287,28 @@ class StateStore:
         self._touched.add(("queries",))
         return True
 
+    # ---- intentions --------------------------------------------------------------------------------
+
+    def _intention_set(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        """A legacy create or update by ID, or an upsert by name; the proposer made the ID and ``ts``."""
+        row, mode = cmd["intention"], cmd["mode"]
+        if mode == "create":
+            self.intentions.create(row, index, cmd["ts"])
+        elif mode == "update":
+            self.intentions.update(row, index, cmd["ts"])
+        else:
+            self.intentions.upsert(row, index)
+        self._touched.add(("intentions",))
+        return True
+
+    def _intention_delete(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        if cmd.get("id"):
+            self.intentions.delete(cmd["id"], index)
+        elif not self.intentions.delete_exact(cmd["source"], cmd["destination"], index):
+            return True  # nothing to delete: Consul's by-name delete still answers true
+        self._touched.add(("intentions",))
+        return True
+
     # ---- servers -----------------------------------------------------------------------------------
 
     def _server_register(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
@@ -338,6 +364,20 @@ class StateStore:
         self._touched.add(("members",))
         return True
 
+    # ---- the mesh CA -------------------------------------------------------------------------------
+
+    def _ca_init(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        self._touched.add(("ca",))
+        return self.ca.initialize(cmd, index)
+
+    def _ca_configure(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        self._touched.add(("ca",))
+        return self.ca.configure(cmd, index)
+
+    def _ca_prune(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
+        self._touched.add(("ca",))
+        return self.ca.prune(cmd["ids"], index)
+
     _ops: dict[str, Callable[[StateStore, dict[str, Any], int, UndoLog], Any]] = {
         "kv.set": _kv_set,
         "kv.delete": _kv_delete,
@@ -351,11 +391,16 @@ class StateStore:
         "session.renew": _session_renew,
         "query.set": _query_set,
         "query.delete": _query_delete,
+        "intention.set": _intention_set,
+        "intention.delete": _intention_delete,
         "server.register": _server_register,
         "member.alive": _member_alive,
         "member.failed": _member_failed,
         "member.left": _member_left,
         "member.reap": _member_reap,
+        "ca.init": _ca_init,
+        "ca.configure": _ca_configure,
+        "ca.prune": _ca_prune,
     }
 
     # ---- snapshots ---------------------------------------------------------------------------------
@@ -371,6 +416,8 @@ class StateStore:
                 "servers": self.servers,
                 "members": self.members.dump(),
                 "queries": self.queries.dump(),
+                "intentions": self.intentions.dump(),
+                "ca": self.ca.dump(),
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -384,4 +431,6 @@ class StateStore:
             self.servers = dict(data.get("servers", {}))
             self.members.load(data.get("members", []))
             self.queries.load(data.get("queries", {}))
+            self.intentions.load(data.get("intentions", {}))
+            self.ca.load(data.get("ca", {}))
         self.notify({("reset",)})

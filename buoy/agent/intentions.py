@@ -1,0 +1,177 @@
+"""Intention decisions: may a service connect to another one?
+
+``decide`` is Consul's rule over the intentions that apply to a destination, in evaluation order (the
+``/v1/connect/intentions/match?by=destination`` answer): the first one whose source matches decides; an
+intention with L7 ``Permissions`` denies (a connection is authorized before any request is seen); with no
+match the agent's default applies. ``IntentionCache`` keeps each destination's intentions current with a
+blocking query on an agent's HTTP API, so a decision costs no call once the destination is known: the
+agent's ``/v1/agent/connect/authorize`` uses it against its own API (which a client agent passes to the
+servers), the sidecar proxy against its agent's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import structlog
+
+from buoy.api.client import Client, ClientError
+from buoy.config import Config
+
+log = structlog.get_logger("buoy.intentions")
+
+WILDCARD = "*"
+DEFAULT_NS = "default"
+WAIT = 300.0  # how long each blocking query on a destination's intentions waits for a change
+IDLE = 3600.0  # a destination nobody asked about for this long stops being watched
+BACKOFF_MAX = 30.0
+# Consul's SPIFFE ID of a service; the partition segment is Enterprise and must be the default one.
+_SERVICE_PATH = re.compile(r"^(?:/ap/([^/]+))?/ns/([^/]+)/dc/([^/]+)/svc/([^/]+)$")
+
+
+class NotAService(ValueError):
+    """A SPIFFE ID that is well formed but names something other than a service (an agent, a server)."""
+
+
+@dataclass(frozen=True)
+class SpiffeService:
+    trust_domain: str
+    namespace: str
+    datacenter: str
+    service: str
+    partition: str = DEFAULT_NS
+
+
+def parse_spiffe(uri: str) -> SpiffeService:
+    """The service a certificate's SPIFFE URI names; ValueError if it is no Connect identifier at all,
+    NotAService if it names something else."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "spiffe" or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"not a SPIFFE ID: {uri!r}")
+    m = _SERVICE_PATH.match(parts.path)
+    if m is None:
+        raise NotAService(f"not a service identifier: {uri!r}")
+    partition, ns, dc, svc = (unquote(g) if g else g for g in m.groups())
+    return SpiffeService(parts.netloc.lower(), ns, dc, svc, partition or DEFAULT_NS)
+
+
+def describe(ixn: dict[str, Any]) -> str:
+    """Consul's Intention.String(), which its authorize reasons quote."""
+    ident = f"ID: {ixn['ID']}, " if ixn.get("ID") else ""
+    perms = ixn.get("Permissions") or []
+    detail = f"Permissions: {len(perms)}" if perms else f"Action: {str(ixn.get('Action', '')).upper()}"
+    return (f"{ixn['SourceNS']}/{ixn['SourceName']} => {ixn['DestinationNS']}/{ixn['DestinationName']} "
+            f"({ident}Precedence: {ixn['Precedence']}, {detail})")
+
+
+@dataclass(frozen=True)
+class Default:
+    """What applies when no intention matches, and the reason Consul gives for it."""
+
+    allow: bool
+    reason: str
+
+
+def default_for(cfg: Config) -> Default:
+    """``intentions_default`` when set (Consul's "Default intention policy"); else allow in -dev and deny
+    otherwise, which Consul would take from its ACL default policy."""
+    if cfg.intentions_default:
+        return Default(cfg.intentions_default == "allow", "Default intention policy")
+    return Default(cfg.dev, "Default behavior configured by ACLs")
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    intention: dict[str, Any] | None = None  # the one that decided, if any
+
+
+def decide(intentions: list[dict[str, Any]], source: str, default: Default, namespace: str = DEFAULT_NS) -> Decision:
+    """Consul's decision for ``source`` connecting to the destination these intentions (in evaluation order)
+    were matched for."""
+    for ixn in intentions:
+        if ixn["SourceNS"] in (namespace, WILDCARD) and ixn["SourceName"] in (source, WILDCARD):
+            if ixn.get("Permissions"):
+                return Decision(False, f"Matched L7 intention: {describe(ixn)}", ixn)
+            return Decision(ixn.get("Action") == "allow", f"Matched L4 intention: {describe(ixn)}", ixn)
+    return Decision(default.allow, default.reason)
+
+
+@dataclass
+class _Watched:
+    """One destination's intentions and the task that keeps them current."""
+
+    ready: asyncio.Future[None]
+    intentions: list[dict[str, Any]] = field(default_factory=list)
+    used: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+
+
+class IntentionCache:
+    """Each destination's intentions, fetched from an agent's HTTP API at the first question about it and
+    followed with a blocking query from then on. While the agent cannot be reached the last answer stands."""
+
+    def __init__(self, http_addr: str, default: Default) -> None:
+        self.http_addr = http_addr
+        self.default = default
+        self._watched: dict[str, _Watched] = {}
+
+    async def authorize(self, target: str, source: str, namespace: str = DEFAULT_NS) -> Decision:
+        return decide(await self.intentions(target), source, self.default, namespace)
+
+    async def intentions(self, target: str) -> list[dict[str, Any]]:
+        """The intentions that apply to ``target`` as a destination, in evaluation order; raises ClientError
+        when they cannot be fetched the first time."""
+        watched = self._watched.get(target)
+        if watched is None:
+            watched = self._watched[target] = _Watched(asyncio.get_running_loop().create_future())
+            watched.task = asyncio.create_task(self._follow(target, watched))
+        watched.used = time.monotonic()
+        await asyncio.shield(watched.ready)
+        return watched.intentions
+
+    async def close(self) -> None:
+        tasks = [w.task for w in self._watched.values() if w.task is not None]
+        self._watched.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow(self, target: str, watched: _Watched) -> None:
+        params = [("by", "destination"), ("name", target)]
+        index, failures = 0, 0
+        async with Client(self.http_addr, token="") as client:
+            while True:
+                try:
+                    resp = await client.query("/v1/connect/intentions/match", params, index=index or None, wait=WAIT)
+                    answer = resp.json() or {}
+                except ClientError as e:
+                    if not watched.ready.done():
+                        # Nothing to serve yet: the askers get the error, and the next question starts afresh.
+                        self._forget(target, watched)
+                        watched.ready.set_exception(e)
+                        watched.ready.exception()  # retrieved here, so an unasked future logs nothing
+                        return
+                    failures += 1
+                    log.warning("cannot refresh intentions, keeping the last ones", destination=target, error=str(e))
+                    await asyncio.sleep(min(BACKOFF_MAX, 0.5 * 2 ** min(failures, 6)))
+                    continue
+                failures = 0
+                watched.intentions = answer.get(target) or []
+                # An index that went backwards (a restored snapshot) restarts the watch, as Consul's clients do.
+                index = resp.index if resp.index >= index else 0
+                if not watched.ready.done():
+                    watched.ready.set_result(None)
+                if time.monotonic() - watched.used > IDLE:
+                    self._forget(target, watched)
+                    return
+
+    def _forget(self, target: str, watched: _Watched) -> None:
+        if self._watched.get(target) is watched:
+            del self._watched[target]

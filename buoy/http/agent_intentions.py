@@ -1,0 +1,50 @@
+"""``/v1/agent/connect/authorize``: may the client certificate's service connect to the target service?
+
+Answered by every agent from its IntentionCache (buoy.agent.intentions), which follows the target's
+intentions through the agent's own HTTP API with a blocking query: the first question about a target
+costs one read (a client agent passes it to the servers), the next ones none. The certificate itself is
+not checked here: as in Consul, the caller has verified the TLS chain; only the SPIFFE URI's shape is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from buoy.agent.intentions import IntentionCache, NotAService, default_for, parse_spiffe
+from buoy.http.decode import Fields, read_json
+from buoy.http.errors import HTTPError, bad_request
+from buoy.http.respond import json_response
+
+routes = web.RouteTableDef()
+CACHE = "intention_cache"
+
+
+async def intention_cache(app: web.Application) -> AsyncIterator[None]:
+    """The app's IntentionCache, for ``app.cleanup_ctx``: its watches end with the app."""
+    cfg = app["agent"].cfg
+    cache = app[CACHE] = IntentionCache(cfg.http_addr, default_for(cfg))
+    yield
+    await cache.close()
+
+
+# Consul takes POST; py-consul sends PUT, so both are answered.
+@routes.post("/v1/agent/connect/authorize")
+@routes.put("/v1/agent/connect/authorize")
+async def authorize(request: web.Request) -> web.Response:
+    f = Fields(await read_json(request), "Request")
+    target = f.str("Target")
+    if not target:
+        raise bad_request("Target service must be specified")
+    try:
+        client = parse_spiffe(f.str("ClientCertURI"))
+    except NotAService:
+        raise bad_request("ClientCertURI not a valid Service identifier") from None
+    except ValueError:
+        raise bad_request("ClientCertURI not a valid Connect identifier") from None
+    if client.partition != "default":
+        raise HTTPError(400, f'Mismatched partitions: "{client.partition}" != "default"')
+    cache: IntentionCache = request.app[CACHE]
+    decision = await cache.authorize(target, client.service, client.namespace)
+    return json_response(request, {"Authorized": decision.allowed, "Reason": decision.reason})

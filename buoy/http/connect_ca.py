@@ -1,0 +1,83 @@
+"""``/v1/connect/ca``: the mesh CA's roots (blocking, or a PEM bundle with ``?pem``) and its configuration.
+
+Reads return Consul's ``IndexedCARoots`` and ``CAConfiguration``; nothing here ever returns the roots'
+private key. A PUT of the configuration may rotate the root (see :mod:`buoy.server.ca`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from buoy.http.blocking import blocking
+from buoy.http.decode import Fields, read_json
+from buoy.http.errors import HTTPError, bad_request
+from buoy.http.respond import Raw
+from buoy.server.state.ca import CATable
+
+routes = web.RouteTableDef()
+
+ROOT_FIELDS = ("ID", "Name", "SerialNumber", "SigningKeyID", "ExternalTrustDomain", "NotBefore", "NotAfter",
+               "RootCert", "IntermediateCerts", "Active", "PrivateKeyType", "PrivateKeyBits", "CreateIndex",
+               "ModifyIndex")
+# Go's strconv.ParseBool, which Consul uses for ?pem.
+_TRUE, _FALSE = {"1", "t", "T", "TRUE", "true", "True"}, {"0", "f", "F", "FALSE", "false", "False", ""}
+
+
+def _ca(request: web.Request) -> CATable:
+    return request.app["agent"].server.store.ca
+
+
+def roots_json(ca: CATable) -> dict[str, Any]:
+    active = ca.active()
+    return {
+        "ActiveRootID": active["ID"] if active else "",
+        "TrustDomain": ca.trust_domain,
+        "Roots": [dict({f: r[f] for f in ROOT_FIELDS}, IntermediateCerts=r["IntermediateCerts"] or None)
+                  for r in ca.roots],
+    }
+
+
+def _pem_bundle(ca: CATable) -> Raw:
+    pems = [p for r in ca.roots for p in (r["RootCert"], *r["IntermediateCerts"])]
+    return Raw("".join(p if p.endswith("\n") else p + "\n" for p in pems).encode(),
+               "application/pem-certificate-chain")
+
+
+@routes.get("/v1/connect/ca/roots")
+async def roots(request: web.Request) -> web.Response:
+    flag = request.query.get("pem", "")
+    if flag not in _TRUE | _FALSE:
+        raise bad_request("The 'pem' query parameter must be a boolean value")
+    ca = _ca(request)
+    encode = _pem_bundle if flag in _TRUE else roots_json
+    return await blocking(request, lambda: (ca.index, encode(ca)), topics=[("ca",)])
+
+
+@routes.get("/v1/connect/ca/configuration")
+async def get_configuration(request: web.Request) -> web.Response:
+    ca = _ca(request)
+
+    def compute() -> tuple[int, Any]:
+        if ca.config is None:
+            raise HTTPError(500, "CA has not finished initializing")
+        doc = ca.config
+        return doc["ModifyIndex"], {
+            "Provider": doc["Provider"], "Config": doc["Config"], "State": None,
+            "ForceWithoutCrossSigning": doc["ForceWithoutCrossSigning"],
+            "CreateIndex": doc["CreateIndex"], "ModifyIndex": doc["ModifyIndex"],
+        }
+
+    return await blocking(request, compute, topics=[("ca",)])
+
+
+@routes.put("/v1/connect/ca/configuration")
+async def set_configuration(request: web.Request) -> web.Response:
+    f = Fields(await read_json(request), "CAConfiguration")
+    state = f.raw("State")
+    if state is not None and not isinstance(state, dict):
+        raise bad_request("Request decode failed: CAConfiguration.State: expected an object of strings")
+    await request.app["agent"].server.duties.ca.configure(
+        f.str("Provider"), f.obj("Config") or {}, f.bool("ForceWithoutCrossSigning"), state)
+    return web.Response()
