@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from buoy import log
-from buoy.agent.definitions import parse_check, parse_service
+from buoy.agent.definitions import ServiceDef, parse_check, parse_service
 from buoy.durations import parse_duration
 from buoy.http.errors import HTTPError
 
@@ -321,8 +321,10 @@ def _definitions(path: Path, key: str, value: Any) -> list[Definition]:
     return [Definition(str(path), f"{key}[{i}]" if indexed else key, _unblock(v)) for i, v in enumerate(items)]
 
 
-def definitions(cfg: Config) -> tuple[list[tuple[dict[str, Any], list[dict[str, Any]]]], list[dict[str, Any]]]:
-    """The config files' services (each with its embedded checks) and checks, as the agent keeps them."""
+def definitions(cfg: Config) -> tuple[list[tuple[dict[str, Any], list[dict[str, Any]], ServiceDef | None]],
+                                     list[dict[str, Any]]]:
+    """The config files' services (each with its embedded checks and the sidecar it asks for) and checks, as
+    the agent keeps them."""
 
     def located(d: Definition, word: str, e: HTTPError) -> ConfigError:
         # The parsers name what they read "Service" or "Check" ("Service.Port: ..."); name the file's key.

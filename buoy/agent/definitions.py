@@ -177,22 +177,130 @@ def service_row(f: Fields, name: str) -> dict[str, Any]:
     }
 
 
-def parse_service(data: Any, scripts: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """An AgentService row and the checks the definition embeds (``Check`` and ``Checks``); ``scripts`` as
-    for parse_check."""
-    f = Fields(data, "Service", SERVICE_FIELDS)
-    svc = service_row(f, f.str("Name"))
-    name = svc["Service"]
+PROXY_FIELDS = {"DestinationServiceName", "DestinationServiceID", "LocalServiceAddress", "LocalServicePort", "Mode",
+                "Config", "Upstreams", "MeshGateway", "Expose"}
+UPSTREAM_FIELDS = {"DestinationType", "DestinationName", "Datacenter", "LocalBindAddress", "LocalBindPort", "Config",
+                   "MeshGateway"}
+CONNECT_PROXY = "connect-proxy"
+SIDECAR_SUFFIX = "-sidecar-proxy"
+SIDECAR_PORTS = range(21000, 21256)  # Consul's default sidecar_min_port..sidecar_max_port
+SIDECAR = "Service.Connect.SidecarService"
+ServiceDef = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+def _port(value: int, what: str) -> int:
+    if not 0 <= value <= 65535:
+        raise bad_request(f"{what}: invalid port {value}: must be between 0 and 65535")
+    return value
+
+
+def _upstream(data: Any, what: str) -> dict[str, Any]:
+    f = Fields(data, what, UPSTREAM_FIELDS)
+    kind = f.str("DestinationType") or "service"
+    if kind not in ("service", "prepared_query"):
+        raise bad_request(f"{what}: DestinationType must be service or prepared_query, not {kind!r}")
+    if not f.str("DestinationName"):
+        raise bad_request(f"{what}: Upstream destination name cannot be empty")
+    row = {"DestinationType": kind, "DestinationName": f.str("DestinationName"),
+           "LocalBindPort": _port(f.int("LocalBindPort"), f"{what}.LocalBindPort"), "MeshGateway": {}}
+    # Consul leaves these out of its JSON when unset.
+    optional = {"Datacenter": f.str("Datacenter"), "LocalBindAddress": f.str("LocalBindAddress"),
+                "Config": f.obj("Config")}
+    return row | {k: v for k, v in optional.items() if v}
+
+
+def parse_proxy(data: Any, what: str) -> dict[str, Any]:
+    """A connect-proxy's ``Proxy`` block in the shape Consul returns it."""
+    f = Fields(data, what, PROXY_FIELDS)
+    upstreams = f.raw("Upstreams", [])
+    if not isinstance(upstreams, list):
+        raise bad_request(f"Request decode failed: {what}.Upstreams: expected a list")
+    mode = f.str("Mode")
+    if mode not in ("", "direct", "transparent"):
+        raise bad_request(f"{what}: Mode must be direct or transparent, not {mode!r}")
+    return {
+        "DestinationServiceName": f.str("DestinationServiceName"),
+        "DestinationServiceID": f.str("DestinationServiceID"),
+        "LocalServiceAddress": f.str("LocalServiceAddress"),
+        "LocalServicePort": _port(f.int("LocalServicePort"), f"{what}.LocalServicePort"),
+        "Mode": mode,
+        "Config": f.obj("Config") or {},
+        "Upstreams": [_upstream(u, f"{what}.Upstreams[{i}]") for i, u in enumerate(upstreams)],
+        "MeshGateway": f.obj("MeshGateway") or {},
+        "Expose": f.obj("Expose") or {},
+    }
+
+
+def _embedded_checks(f: Fields, svc: dict[str, Any], scripts: bool) -> list[dict[str, Any]]:
     raw_checks = f.checks()
     sid = svc["ID"]
     checks = []
     for i, raw in enumerate(raw_checks):
         # Consul names embedded checks service:<id>, or service:<id>:<n> when there are several.
         default = f"service:{sid}" if len(raw_checks) == 1 else f"service:{sid}:{i + 1}"
-        check = parse_check(raw, f"Service.Checks[{i}]", sid, default, scripts)
+        check = parse_check(raw, f"{f.what}.Checks[{i}]", sid, default, scripts)
         if check["ServiceID"] != sid:
-            raise bad_request(f"Service.Checks[{i}]: ServiceID must be {sid!r}")
+            raise bad_request(f"{f.what}.Checks[{i}]: ServiceID must be {sid!r}")
         if not check["Name"] or check["Name"] == default:
-            check["Name"] = f"Service '{name}' check"
+            check["Name"] = f"Service '{svc['Service']}' check"
         checks.append(check)
-    return svc, checks
+    return checks
+
+
+def _check_proxy(svc: dict[str, Any], what: str) -> None:
+    """Consul's rules for a connect-proxy registration."""
+    if not svc["Proxy"]["DestinationServiceName"]:
+        raise bad_request(f"{what}: Proxy.DestinationServiceName must be non-empty for Connect proxy services")
+    if not svc["Port"]:
+        raise bad_request(f"{what}: Port must be non-zero for a Connect proxy service")
+
+
+def _sidecar(parent: dict[str, Any], data: Any, scripts: bool) -> ServiceDef:
+    """The sidecar a service's ``Connect.SidecarService`` asks for, with Consul's defaults filled in from the
+    parent. Port 0 and no checks are left for the agent: it picks a free port, then the default checks."""
+    f = Fields(data, SIDECAR, SERVICE_FIELDS - {"Connect"})
+    svc = service_row(f, f.str("Name") or parent["Service"] + SIDECAR_SUFFIX)
+    if svc["Kind"] not in ("", CONNECT_PROXY):
+        raise bad_request(f"{SIDECAR}: Kind must be {CONNECT_PROXY}, not {svc['Kind']!r}")
+    proxy = parse_proxy(f.obj("Proxy"), f"{SIDECAR}.Proxy")
+    if not proxy["LocalServiceAddress"] or not proxy["LocalServicePort"]:
+        proxy["LocalServiceAddress"] = proxy["LocalServiceAddress"] or "127.0.0.1"
+        proxy["LocalServicePort"] = proxy["LocalServicePort"] or parent["Port"]
+    svc.update(
+        # The ID is always derived from the parent's: that is how the agent finds it again to deregister it.
+        ID=parent["ID"] + SIDECAR_SUFFIX, Kind=CONNECT_PROXY,
+        Tags=svc["Tags"] or list(parent["Tags"]), Meta=svc["Meta"] or dict(parent["Meta"]),
+        Address=svc["Address"] or parent["Address"],
+        Proxy=proxy | {"DestinationServiceName": proxy["DestinationServiceName"] or parent["Service"],
+                       "DestinationServiceID": proxy["DestinationServiceID"] or parent["ID"]})
+    return svc, _embedded_checks(f, svc, scripts)
+
+
+def sidecar_checks(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Consul's default checks for a sidecar that defines none: its port listening, and its parent's health."""
+    address = svc["Address"] or svc["Proxy"]["LocalServiceAddress"]
+    host = f"[{address}]" if ":" in address else address
+    parent = svc["Proxy"]["DestinationServiceID"]
+    raw = [{"Name": "Connect Sidecar Listening", "TCP": f"{host}:{svc['Port']}", "Interval": "10s"},
+           {"Name": f"Connect Sidecar Aliasing {parent}", "AliasService": parent}]
+    return [parse_check(r, SIDECAR, svc["ID"], f"service:{svc['ID']}:{i + 1}") for i, r in enumerate(raw)]
+
+
+def parse_service(data: Any, scripts: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], ServiceDef | None]:
+    """An AgentService row, the checks the definition embeds (``Check`` and ``Checks``) and the sidecar its
+    ``Connect.SidecarService`` asks for, if any; ``scripts`` as for parse_check."""
+    f = Fields(data, "Service", SERVICE_FIELDS)
+    svc = service_row(f, f.str("Name"))
+    if svc["Kind"] == CONNECT_PROXY:
+        svc["Proxy"] = parse_proxy(f.obj("Proxy"), "Service.Proxy")
+        _check_proxy(svc, "Service")
+    connect = Fields(f.obj("Connect"), "Service.Connect", {"Native", "SidecarService"})
+    # Only Native is kept: the sidecar becomes a service of its own, as in Consul.
+    if connect.bool("Native"):
+        svc["Connect"] = {"Native": True}
+    sidecar = None
+    if connect.has("SidecarService"):
+        if svc["Kind"]:
+            raise bad_request(f"{SIDECAR}: a {svc['Kind']} service cannot have a sidecar")
+        sidecar = _sidecar(svc, connect.obj("SidecarService"), scripts)
+    return svc, _embedded_checks(f, svc, scripts), sidecar

@@ -4,6 +4,7 @@ and keeps the catalog in step (AntiEntropy). The HTTP endpoints under /v1/agent 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -12,6 +13,7 @@ from buoy.agent.checks import grpc, h2ping, http, script, tcp, udp
 from buoy.agent.checks.alias import AliasCheck
 from buoy.agent.checks.probe import Kind, ProbeCheck
 from buoy.agent.checks.ttl import TTLChecks
+from buoy.agent.definitions import SIDECAR_PORTS, SIDECAR_SUFFIX, ServiceDef, sidecar_checks
 from buoy.agent.local import LocalState
 from buoy.agent.sync import AntiEntropy, Catalog
 from buoy.config import Config, ConfigError
@@ -109,13 +111,40 @@ class NodeAgent:
         for check in checks:
             self._run(self.local.checks[check["CheckID"]])
 
+    def register(self, svc: dict[str, Any], checks: list[dict[str, Any]], sidecar: ServiceDef | None) -> None:
+        """A service definition and the sidecar it asks for (completed first, so a failure registers nothing)."""
+        side = self.complete_sidecar(sidecar) if sidecar is not None else None
+        self.register_service(svc, checks)
+        if side is not None:
+            self.register_service(*side)
+
+    def complete_sidecar(self, sidecar: ServiceDef, taken: Collection[int] = ()) -> ServiceDef:
+        """Give a sidecar without a port the first free one of the range (keeping the one it already has, as
+        Consul does, so a re-registration or reload does not move it), and Consul's default checks when it
+        defines none. ``taken``: ports given to other sidecars not registered yet."""
+        svc, checks = sidecar
+        if not svc["Port"]:
+            old = self.local.services.get(svc["ID"])
+            used = {s["Port"] for s in self.local.services.values()} | set(taken)
+            port = old["Port"] if old is not None and old["Port"] in SIDECAR_PORTS else next(
+                (p for p in SIDECAR_PORTS if p not in used), None)
+            if port is None:
+                raise HTTPError(500, "no port provided for sidecar_service and none left in the configured range "
+                                     f"[{SIDECAR_PORTS.start}, {SIDECAR_PORTS.stop - 1}]")
+            svc = dict(svc, Port=port)
+        return svc, checks or sidecar_checks(svc)
+
     def deregister_service(self, service_id: str) -> None:
+        """Remove a service with its checks, and its sidecar with it (Consul removes the sidecars it made)."""
         checks = [cid for cid, c in self.local.checks.items() if c["ServiceID"] == service_id]
+        side = self.local.services.get(service_id + SIDECAR_SUFFIX)
         if not self.local.remove_service(service_id):
             raise HTTPError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
                                  "not the service name.")
         for cid in checks:
             self._halt(cid)
+        if side is not None and side.get("Proxy", {}).get("DestinationServiceID") == service_id:
+            self.deregister_service(side["ID"])
 
     def register_check(self, check: dict[str, Any]) -> None:
         self.local.add_check(check)
@@ -167,13 +196,23 @@ class NodeAgent:
 
     # ---- config files --------------------------------------------------------------------------------
 
-    def apply_config(self, services: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    def apply_config(self, definitions: list[tuple[dict[str, Any], list[dict[str, Any]], ServiceDef | None]],
                      checks: list[dict[str, Any]]) -> None:
         """Make the config files' services and checks current, at start and on every reload: register what
         they define, remove the config-defined ones they no longer define, leave API registrations alone.
         What is registered as defined already keeps its checks running. A set the node cannot take raises
         ConfigError before anything changes."""
         local = self.local
+        services: list[ServiceDef] = []
+        taken: set[int] = set()
+        for svc, svc_checks, sidecar in definitions:
+            services.append((svc, svc_checks))
+            if sidecar is not None:
+                try:
+                    services.append(self.complete_sidecar(sidecar, taken))
+                except HTTPError as e:
+                    raise ConfigError(f"service {svc['ID']!r}: {e.text}") from None
+                taken.add(services[-1][0]["Port"])
         ids = {svc["ID"] for svc, _ in services}
         targets = ids | (local.services.keys() - local.config_services)
         owners: dict[str, str] = {}  # check ID -> its service in the files
@@ -191,7 +230,8 @@ class NodeAgent:
             return old is not None and dict(old, Status=row["Status"], Output=row["Output"]) == row
 
         for sid in sorted(local.config_services - ids):
-            self.deregister_service(sid)
+            if sid in local.services:  # a sidecar is gone already if its service went first
+                self.deregister_service(sid)
         for cid in sorted(local.config_checks):
             if owners.get(cid) != local.checks[cid]["ServiceID"]:  # gone from the files, or moved
                 self.deregister_check(cid)

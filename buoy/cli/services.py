@@ -29,7 +29,7 @@ def _from_files(files: tuple[str, ...]) -> list[tuple[dict[str, Any], dict[str, 
         rows = definitions(cfg)[0]
     except ConfigError as e:
         raise Fail(f"Error: {e}") from None
-    return [(d.body, svc) for d, (svc, _) in zip(cfg.services, rows, strict=True)]
+    return [(d.body, svc) for d, (svc, _, _) in zip(cfg.services, rows, strict=True)]
 
 
 def _combine(body: dict[str, Any], flags: dict[str, Any], tags: tuple[str, ...],

@@ -52,8 +52,7 @@ async def service(request: web.Request) -> web.Response:
 
 @routes.put("/v1/agent/service/register")
 async def register_service(request: web.Request) -> web.Response:
-    svc, checks = parse_service(await read_json(request), scripts=_api_scripts(request))
-    _node(request).register_service(svc, checks)
+    _node(request).register(*parse_service(await read_json(request), scripts=_api_scripts(request)))
     return web.Response()
 
 

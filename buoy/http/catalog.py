@@ -1,4 +1,4 @@
-"""``/v1/catalog``: register, deregister, datacenters, nodes, services, service/:s, node/:n,
+"""``/v1/catalog``: register, deregister, datacenters, nodes, services, service/:s, connect/:s, node/:n,
 node-services/:n."""
 
 from __future__ import annotations
@@ -146,17 +146,28 @@ async def services(request: web.Request) -> web.Response:
     return await blocking(request, compute, topics=[("services",), ("nodes",)])
 
 
-@routes.get("/v1/catalog/service/{service}")
-async def service(request: web.Request) -> web.Response:
+async def _instances(request: web.Request, connect: bool) -> web.Response:
+    """/v1/catalog/service, or with ``connect`` /v1/catalog/connect: the service's proxies and native instances.
+    Watching the name is enough: a proxy's changes touch its destination."""
     name = request.match_info["service"]
     catalog = request.app["agent"].server.store.catalog
     tags_ok, meta_ok = tag_filter(request), node_meta_filter(request)
 
     def compute() -> tuple[int, Any]:
-        rows = [encode.service_node(n, s) for n, s in catalog.instances(name) if tags_ok(s) and meta_ok(n)]
+        rows = [encode.service_node(n, s) for n, s in catalog.instances(name, connect) if tags_ok(s) and meta_ok(n)]
         return catalog.name_index(name), rows
 
     return await blocking(request, compute, topics=[("service", name)])
+
+
+@routes.get("/v1/catalog/service/{service}")
+async def service(request: web.Request) -> web.Response:
+    return await _instances(request, connect=False)
+
+
+@routes.get("/v1/catalog/connect/{service}")
+async def connect(request: web.Request) -> web.Response:
+    return await _instances(request, connect=True)
 
 
 async def _node_view(request: web.Request, services_as_map: bool) -> web.Response:

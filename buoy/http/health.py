@@ -1,4 +1,4 @@
-"""``/v1/health``: node, checks, service (``passing``, ``tag``, ``node-meta``), state."""
+"""``/v1/health``: node, checks, service and connect (``passing``, ``tag``, ``node-meta``), state."""
 
 from __future__ import annotations
 
@@ -48,18 +48,29 @@ async def checks(request: web.Request) -> web.Response:
     return await blocking(request, compute, topics=[("service", name)])
 
 
-@routes.get("/v1/health/service/{service}")
-async def service(request: web.Request) -> web.Response:
+async def _instances(request: web.Request, connect: bool) -> web.Response:
+    """/v1/health/service, or with ``connect`` /v1/health/connect: the same filters over the instances that
+    take the service's mesh traffic. Watching the name is enough: a proxy's changes touch its destination."""
     name = request.match_info["service"]
     catalog = request.app["agent"].server.store.catalog
     tags_ok, meta_ok, passing = tag_filter(request), node_meta_filter(request), passing_filter(request)
 
     def compute() -> tuple[int, Any]:
-        out = [service_entry(n, s, chks) for n, s, chks in catalog.health_entries(name)
+        out = [service_entry(n, s, chks) for n, s, chks in catalog.health_entries(name, connect)
                if tags_ok(s) and meta_ok(n) and not (passing and any(c["Status"] != "passing" for c in chks))]
         return catalog.name_index(name), out
 
     return await blocking(request, compute, topics=[("service", name)])
+
+
+@routes.get("/v1/health/service/{service}")
+async def service(request: web.Request) -> web.Response:
+    return await _instances(request, connect=False)
+
+
+@routes.get("/v1/health/connect/{service}")
+async def connect(request: web.Request) -> web.Response:
+    return await _instances(request, connect=True)
 
 
 @routes.get("/v1/health/state/{state}")

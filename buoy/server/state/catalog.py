@@ -20,26 +20,29 @@ class CatalogTable:
         self.services: dict[str, dict[str, dict[str, Any]]] = {}  # node -> service id -> AgentService
         self.checks: dict[str, dict[str, dict[str, Any]]] = {}  # node -> check id -> HealthCheck
         self.by_name: dict[str, set[tuple[str, str]]] = {}  # service name -> {(node, service id)}
+        self.by_connect: dict[str, set[tuple[str, str]]] = {}  # service name -> its proxies and native instances
         self.service_index: dict[str, int] = {}
         self.node_index: dict[str, int] = {}
         self.index = {"nodes": 0, "services": 0, "checks": 0}
 
     # ---- reads -------------------------------------------------------------------------------------
 
-    def instances(self, name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(node, service) pairs of a service, in a stable order (node name, then service id)."""
-        pairs = sorted(self.by_name.get(name, ()))
+    def instances(self, name: str, connect: bool = False) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(node, service) pairs of a service, in a stable order (node name, then service id); with ``connect``,
+        the instances that accept mesh traffic for it instead: its proxies and its Connect-native instances."""
+        pairs = sorted((self.by_connect if connect else self.by_name).get(name, ()))
         return [(self.nodes[n], self.services[n][sid]) for n, sid in pairs]
 
     def service_checks(self, node: str, service_id: str) -> list[dict[str, Any]]:
         """The checks that decide an instance's health: the node's own checks and the service's."""
         return [c for c in self.checks.get(node, {}).values() if c["ServiceID"] in ("", service_id)]
 
-    def health_entries(self, name: str) -> list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]:
-        """(node, service, checks) for each instance of a service, the checks node-level first, then by ID:
-        what /v1/health/service and prepared queries filter."""
+    def health_entries(self, name: str, connect: bool = False) -> list[tuple[dict[str, Any], dict[str, Any],
+                                                                        list[dict[str, Any]]]]:
+        """(node, service, checks) for each instance of a service (``connect`` as for instances), the checks
+        node-level first, then by ID: what /v1/health/service, /v1/health/connect and prepared queries filter."""
         return [(n, s, sorted(self.service_checks(n["Node"], s["ID"]), key=lambda c: (c["ServiceID"], c["CheckID"])))
-                for n, s in self.instances(name)]
+                for n, s in self.instances(name, connect)]
 
     def name_index(self, name: str) -> int:
         return self.service_index.get(name) or self.index["services"]
@@ -58,30 +61,50 @@ class CatalogTable:
             dict(self.services.get(node, {})),
             dict(self.checks.get(node, {})),
             {k: set(v) for k, v in self.by_name.items()},
+            {k: set(v) for k, v in self.by_connect.items()},
             dict(self.service_index),
             dict(self.node_index),
             dict(self.index),
         )
 
         def restore() -> None:
-            n, svcs, chks, by_name, sidx, nidx, idx = saved
+            n, svcs, chks, by_name, by_connect, sidx, nidx, idx = saved
             if n is None:
                 self.nodes.pop(node, None)
             else:
                 self.nodes[node] = n
             self.services[node] = svcs
             self.checks[node] = chks
-            self.by_name, self.service_index, self.node_index, self.index = by_name, sidx, nidx, idx
+            self.by_name, self.by_connect = by_name, by_connect
+            self.service_index, self.node_index, self.index = sidx, nidx, idx
 
         undo.append(restore)
+
+    def _touch_service(self, svc: dict[str, Any], index: int, touched: set[tuple[str, ...]]) -> None:
+        """A change to an instance wakes the watchers of its name and, for a proxy, of the service it fronts
+        (whose /v1/health/connect and /v1/catalog/connect answers list it)."""
+        for name in {svc["Service"], _connect_name(svc)} - {None}:
+            self.service_index[name] = index
+            touched.add(("service", name))
+
+    def _index(self, svc: dict[str, Any], node: str, add: bool) -> None:
+        """Add an instance to (or drop it from) the by-name and by-connect-name indexes."""
+        for table, name in ((self.by_name, svc["Service"]), (self.by_connect, _connect_name(svc))):
+            if name is None:
+                continue
+            if add:
+                table.setdefault(name, set()).add((node, svc["ID"]))
+                continue
+            table[name].discard((node, svc["ID"]))
+            if not table[name]:
+                del table[name]
 
     def _touch_node(self, node: str, index: int, touched: set[tuple[str, ...]]) -> None:
         """A node-level change affects every service on the node."""
         self.node_index[node] = index
         touched.add(("node", node))
         for svc in self.services.get(node, {}).values():
-            self.service_index[svc["Service"]] = index
-            touched.add(("service", svc["Service"]))
+            self._touch_service(svc, index, touched)
 
     def ensure_node(self, node: dict[str, Any], index: int, undo: UndoLog, touched: set[tuple[str, ...]],
                     skip_update: bool = False) -> None:
@@ -123,18 +146,15 @@ class CatalogTable:
         row["ModifyIndex"] = index
         if old is not None and _same(old, row):
             return
-        if old is not None and old["Service"] != row["Service"]:
-            self.by_name[old["Service"]].discard((node, sid))
-            if not self.by_name[old["Service"]]:
-                del self.by_name[old["Service"]]
-            self.service_index[old["Service"]] = index
-            touched.add(("service", old["Service"]))
+        if old is not None:  # its name or the service it fronts may have changed
+            self._index(old, node, add=False)
+            self._touch_service(old, index, touched)
         self.services[node][sid] = row
-        self.by_name.setdefault(row["Service"], set()).add((node, sid))
-        self.service_index[row["Service"]] = index
+        self._index(row, node, add=True)
+        self._touch_service(row, index, touched)
         self.node_index[node] = index
         self.index["services"] = index
-        touched.update({("services",), ("service", row["Service"]), ("node", node)})
+        touched.update({("services",), ("node", node)})
 
     def ensure_check(self, check: dict[str, Any], index: int, undo: UndoLog,
                      touched: set[tuple[str, ...]]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -163,9 +183,9 @@ class CatalogTable:
         self.index["checks"] = index
         touched.add(("checks",))
         if svc:
-            self.service_index[svc["Service"]] = index
+            self._touch_service(svc, index, touched)
             self.node_index[node] = index
-            touched.update({("service", svc["Service"]), ("node", node)})
+            touched.add(("node", node))
         else:
             self._touch_node(node, index, touched)
         return old, row
@@ -179,10 +199,11 @@ class CatalogTable:
         del self.checks[node][check_id]
         self.index["checks"] = index
         touched.add(("checks",))
-        if old["ServiceID"] and old["ServiceID"] in self.services.get(node, {}):
-            self.service_index[old["ServiceName"]] = index
+        svc = self.services.get(node, {}).get(old["ServiceID"]) if old["ServiceID"] else None
+        if svc is not None:
+            self._touch_service(svc, index, touched)
             self.node_index[node] = index
-            touched.update({("service", old["ServiceName"]), ("node", node)})
+            touched.add(("node", node))
         else:
             self._touch_node(node, index, touched)
 
@@ -200,14 +221,11 @@ class CatalogTable:
             self.index["checks"] = index
             touched.add(("checks",))
         del self.services[node][service_id]
-        name = svc["Service"]
-        self.by_name[name].discard((node, service_id))
-        if not self.by_name[name]:
-            del self.by_name[name]
-        self.service_index[name] = index
+        self._index(svc, node, add=False)
+        self._touch_service(svc, index, touched)
         self.node_index[node] = index
         self.index["services"] = index
-        touched.update({("services",), ("service", name), ("node", node)})
+        touched.update({("services",), ("node", node)})
         return gone
 
     def delete_node(self, node: str, index: int, undo: UndoLog, touched: set[tuple[str, ...]]) -> list[str]:
@@ -247,12 +265,19 @@ class CatalogTable:
             self.checks[node["Node"]] = {}
         for node, svc in data.get("services", []):
             self.services[node][svc["ID"]] = svc
-            self.by_name.setdefault(svc["Service"], set()).add((node, svc["ID"]))
+            self._index(svc, node, add=True)
         for check in data.get("checks", []):
             self.checks[check["Node"]][check["CheckID"]] = check
         self.service_index = dict(data.get("service_index", {}))
         self.node_index = dict(data.get("node_index", {}))
         self.index.update(data.get("index", {}))
+
+
+def _connect_name(svc: dict[str, Any]) -> str | None:
+    """The service whose mesh traffic this instance takes: a proxy's destination, a native service's own name."""
+    if svc.get("Kind") == "connect-proxy":
+        return (svc.get("Proxy") or {}).get("DestinationServiceName") or None
+    return svc["Service"] if (svc.get("Connect") or {}).get("Native") else None
 
 
 def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
