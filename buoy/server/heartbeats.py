@@ -33,8 +33,9 @@ class Heartbeats:
         with self.server.store.lock:
             return sum(1 for r in self.server.store.members.rows.values() if r["Status"] == ALIVE)
 
-    def ttl(self) -> float:
-        return max(self.server.cfg.heartbeat_ttl, self.alive() / MAX_BEATS_PER_SECOND * BEATS_PER_TTL)
+    def ttl(self, alive: int | None = None) -> float:
+        count = self.alive() if alive is None else alive
+        return max(self.server.cfg.heartbeat_ttl, count / MAX_BEATS_PER_SECOND * BEATS_PER_TTL)
 
     def start(self) -> None:
         self.deadlines.clear()
@@ -63,9 +64,10 @@ class Heartbeats:
         if not current:
             log.info("node alive", node=member["Name"], addr=member["Addr"], role=member["Role"])
             await self.server.apply({"op": "member.alive", "member": member, "reg": reg})
-        ttl = self.ttl()
+        alive = self.alive()
+        ttl = self.ttl(alive)
         self.deadlines[member["Name"]] = time.monotonic() + ttl
-        return {"ttl": ttl, "resync": not current, "nodes": self.alive()}
+        return {"ttl": ttl, "resync": not current, "nodes": alive}
 
     def forget(self, node: str) -> None:
         self.deadlines.pop(node, None)

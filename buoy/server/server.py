@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from buoy.agent.heartbeat import member_fields
 from buoy.agent.sync import node_fields
 from buoy.api.client import APIError, Client, ClientError
 from buoy.api.signed import signed_call
@@ -74,8 +75,9 @@ class Server:
         self.loop.call_soon_threadsafe(self.duties.set_leader, is_leader)
 
     async def _register_self(self) -> None:
-        """Put this server in the catalog (node and the ``consul`` service) and the server table; its
-        serfHealth check comes from its heartbeats, like every agent's."""
+        """Put this server in the server table, the member table (node and serfHealth, which its heartbeats
+        keep up from then on, like every agent's) and the catalog (the ``consul`` service). Done at once
+        rather than at the first heartbeat, so the node can hold sessions as soon as there is a leader."""
         cfg = self.cfg
         reg = dict(node_fields(cfg, self.node_id), Service={
             "ID": "consul", "Service": "consul", "Tags": [], "Address": "", "TaggedAddresses": {}, "Meta": {},
@@ -84,6 +86,7 @@ class Server:
         cmds: list[dict[str, Any]] = [
             {"op": "server.register", "raft": cfg.raft_addr, "node": cfg.node_name, "id": self.node_id,
              "http": cfg.http_addr},
+            {"op": "member.alive", "member": member_fields(cfg, self.node_id), "reg": node_fields(cfg, self.node_id)},
             {"op": "catalog.register", "reg": reg},
         ]
         for cmd in cmds:

@@ -8,10 +8,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import consul
 import pytest
+
+from tests.integration.conftest import wait_until
 
 if TYPE_CHECKING:
     from conftest import DevAgent, Run
@@ -28,14 +30,6 @@ def background(buoy_background: Background, dev_agent: DevAgent) -> Background:
 @pytest.fixture
 def prefix() -> str:
     return f"locks/{uuid.uuid4().hex[:10]}"
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
 
 
 def lock_holder(c: consul.Consul, prefix: str) -> str | None:

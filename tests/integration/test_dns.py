@@ -406,12 +406,7 @@ def test_prepared_query_through_dns(agent: Agent) -> None:
     agent.register("pq-1", "10.0.11.1", "pqsvc", 80, tags=("blue",))
     agent.register("pq-2", "10.0.11.2", "pqsvc", 81, tags=("green",))
     body = {"Name": "pq-blue", "Service": {"Service": "pqsvc", "Tags": ["blue"]}, "DNS": {"TTL": "13s"}}
-    try:
-        agent.call("POST", "/v1/query", body)
-    except urllib.error.HTTPError as e:
-        if e.code in (404, 405):
-            pytest.skip("this build has no /v1/query (prepared queries) yet")
-        raise
+    agent.call("POST", "/v1/query", body)
     r = ask(agent.dns, "pq-blue.query.consul")
     assert rdata(r, "A") == ["10.0.11.1"] and r.rr[0].ttl == 13
     assert short(agent.dns, "_pq-blue._tcp.query.consul", "SRV") == ["1 1 80 pq-1.node.dc1.consul."]

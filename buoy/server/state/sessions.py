@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from buoy.server.state.indexed import IndexedTable
 from buoy.server.state.undo import UndoLog
 
 
-class SessionTable:
+class SessionTable(IndexedTable):
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.by_node: dict[str, set[str]] = {}
@@ -69,12 +70,6 @@ class SessionTable:
         undo.append(restore)
         return row
 
-    def dump(self) -> dict[str, Any]:
-        return {"rows": list(self.rows.values()), "index": self.index}
-
-    def load(self, data: dict[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
-        for row in data.get("rows", []):
-            self.rows[row["ID"]] = row
-            self.by_node.setdefault(row["Node"], set()).add(row["ID"])
-        self.index = data.get("index", 0)
+    def _index(self, row: dict[str, Any]) -> None:
+        self.rows[row["ID"]] = row
+        self.by_node.setdefault(row["Node"], set()).add(row["ID"])
