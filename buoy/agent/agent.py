@@ -20,6 +20,7 @@ from buoy.agent.node import NodeAgent
 from buoy.agent.reload import on_sighup
 from buoy.agent.servers import RemoteCatalog, ServerPool
 from buoy.agent.sync import Catalog
+from buoy.aio import run
 from buoy.api.client import Client
 from buoy.api.signed import signed_call
 from buoy.config import Config, definitions
@@ -161,9 +162,4 @@ class Agent:
 
 
 def run_agent(cfg: Config) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(Agent(cfg).run())
-    else:
-        uvloop.run(Agent(cfg).run())
+    run(Agent(cfg).run())

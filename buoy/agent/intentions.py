@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from buoy.api.client import Client, ClientError
-from buoy.config import Config
 
 log = structlog.get_logger("buoy.intentions")
 
@@ -77,12 +76,13 @@ class Default:
     reason: str
 
 
-def default_for(cfg: Config) -> Default:
+def default_for(intentions_default: str, dev: bool) -> Default:
     """``intentions_default`` when set (Consul's "Default intention policy"); else allow in -dev and deny
-    otherwise, which Consul would take from its ACL default policy."""
-    if cfg.intentions_default:
-        return Default(cfg.intentions_default == "allow", "Default intention policy")
-    return Default(cfg.dev, "Default behavior configured by ACLs")
+    otherwise, which Consul would take from its ACL default policy. A proxy reads both from its agent's
+    /v1/agent/self (DebugConfig.IntentionsDefault and DevMode)."""
+    if intentions_default:
+        return Default(intentions_default == "allow", "Default intention policy")
+    return Default(dev, "Default behavior configured by ACLs")
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,10 @@ class IntentionCache:
     """Each destination's intentions, fetched from an agent's HTTP API at the first question about it and
     followed with a blocking query from then on. While the agent cannot be reached the last answer stands."""
 
-    def __init__(self, http_addr: str, default: Default) -> None:
+    def __init__(self, http_addr: str, default: Default, token: str = "") -> None:
         self.http_addr = http_addr
         self.default = default
+        self.token = token
         self._watched: dict[str, _Watched] = {}
 
     async def authorize(self, target: str, source: str, namespace: str = DEFAULT_NS) -> Decision:
@@ -146,7 +147,7 @@ class IntentionCache:
     async def _follow(self, target: str, watched: _Watched) -> None:
         params = [("by", "destination"), ("name", target)]
         index, failures = 0, 0
-        async with Client(self.http_addr, token="") as client:
+        async with Client(self.http_addr, token=self.token) as client:
             while True:
                 try:
                     resp = await client.query("/v1/connect/intentions/match", params, index=index or None, wait=WAIT)

@@ -21,6 +21,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from buoy.agent.versioned import Versioned
 from buoy.api.client import Client, ClientError
 from buoy.config import Config
 from buoy.http.errors import HTTPError
@@ -38,38 +39,6 @@ RENEW_WINDOW = (0.5, 0.9)  # fractions of a leaf's life between which it is rene
 ROOT_CHANGE_SPREAD = 5.0
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
 IDLE_DROP = 72 * 3600.0  # a leaf nobody read for this long is dropped rather than renewed forever
-
-
-class Versioned:
-    """A value with an index, and the blocking reads waiting for the index to pass theirs."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-        self.index = 0
-        self._waiters: set[asyncio.Future[None]] = set()
-
-    def set(self, value: Any, index: int) -> None:
-        """Publish a new value; its index always moves forward so a blocking read sees it."""
-        self.value, self.index = value, max(index, self.index + 1)
-        self.wake()
-
-    def wake(self) -> None:
-        for fut in self._waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._waiters.clear()
-
-    async def wait_past(self, index: int, timeout: float, closed: Callable[[], bool]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.index <= index and not closed():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            fut = loop.create_future()
-            self._waiters.add(fut)
-            await asyncio.wait([fut], timeout=remaining)
-            self._waiters.discard(fut)
 
 
 class Roots:

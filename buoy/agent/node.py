@@ -16,6 +16,7 @@ from buoy.agent.checks.ttl import TTLChecks
 from buoy.agent.definitions import SIDECAR_PORTS, SIDECAR_SUFFIX, ServiceDef, sidecar_checks
 from buoy.agent.local import LocalState
 from buoy.agent.sync import AntiEntropy, Catalog
+from buoy.agent.versioned import Versioned
 from buoy.config import Config, ConfigError
 from buoy.durations import parse_duration
 from buoy.http.errors import HTTPError
@@ -34,9 +35,12 @@ class NodeAgent:
         self._task: asyncio.Task[None] | None = None
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._reapers: dict[str, asyncio.TimerHandle] = {}
+        self.changes = Versioned()  # moves on every local change; what ?hash blocking reads wait on
+        self.closed = False
 
     def _changed(self) -> None:
         self.sync.trigger()
+        self.changes.bump()
 
     async def start(self) -> None:
         self.local.load()
@@ -46,6 +50,8 @@ class NodeAgent:
         self.sync.trigger()
 
     async def stop(self) -> None:
+        self.closed = True
+        self.changes.wake()
         self.ttl.stop()
         runners = list(self._runners.values())
         for cid in [*self._runners, *self._reapers]:

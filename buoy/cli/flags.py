@@ -6,13 +6,13 @@ letter as a long option, so declaring both spellings gives `-flag`, `--flag`, `-
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 
+from buoy import aio
 from buoy.api.client import Client, resolve_token
 from buoy.durations import parse_duration
 
@@ -183,7 +183,7 @@ def with_client(func: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
             async with client:
                 return await func(*args, client=client, **kwargs)
 
-        return asyncio.run(run())
+        return aio.run(run())
 
     # click lists parameters in reverse order of decoration; this keeps the shared flags in a fixed order
     # after the command's own.

@@ -24,7 +24,7 @@ CACHE = "intention_cache"
 async def intention_cache(app: web.Application) -> AsyncIterator[None]:
     """The app's IntentionCache, for ``app.cleanup_ctx``: its watches end with the app."""
     cfg = app["agent"].cfg
-    cache = app[CACHE] = IntentionCache(cfg.http_addr, default_for(cfg))
+    cache = app[CACHE] = IntentionCache(cfg.http_addr, default_for(cfg.intentions_default, cfg.dev))
     yield
     await cache.close()
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from buoy.agent.definitions import STATES, parse_check, parse_service
+from buoy.http.blocking import parse_wait
 from buoy.http.decode import Fields, read_json
 from buoy.http.errors import HTTPError, bad_request
 from buoy.http.respond import json_response
@@ -42,12 +46,33 @@ async def services(request: web.Request) -> web.Response:
     return json_response(request, {sid: _service_out(request, s) for sid, s in sorted(local.services.items())})
 
 
-@routes.get("/v1/agent/service/{id}")
-async def service(request: web.Request) -> web.Response:
+def _hashed(request: web.Request) -> dict[str, Any]:
+    """The service as Consul's /v1/agent/service/:id returns it, with its ContentHash."""
     svc = _node(request).local.services.get(request.match_info["id"])
     if svc is None:
         raise HTTPError(404, f'unknown service ID: {request.match_info["id"]}')
-    return json_response(request, _service_out(request, svc))
+    out = _service_out(request, svc)
+    digest = hashlib.sha256(orjson.dumps(out, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return dict(out, ContentHash=digest)
+
+
+@routes.get("/v1/agent/service/{id}")
+async def service(request: web.Request) -> web.Response:
+    """Blocking by ``?hash``, as Consul's: the answer comes when the service's content hash differs from the
+    one given (a proxy following its own registration waits here), or when the wait runs out."""
+    node = _node(request)
+    out = _hashed(request)
+    known = request.query.get("hash")
+    if known:
+        _, wait = parse_wait(request)
+        deadline = asyncio.get_running_loop().time() + wait
+        while out["ContentHash"] == known and not node.closed:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await node.changes.wait_past(node.changes.index, remaining, lambda: node.closed)
+            out = _hashed(request)
+    return json_response(request, out, headers={"X-Consul-ContentHash": out["ContentHash"]})
 
 
 @routes.put("/v1/agent/service/register")

@@ -371,7 +371,8 @@ async def check(request: web.Request) -> web.Response:
     if source_type != "consul":
         raise HTTPError(500, f"unsupported SourceType: {_q(source_type)}")
     table = _state(request).intentions
-    default = default_for(request.app["agent"].cfg)
+    cfg = request.app["agent"].cfg
+    default = default_for(cfg.intentions_default, cfg.dev)
 
     def compute() -> tuple[int, Any]:
         return table.index, {"Allowed": decide(table.match("destination", destination), source, default).allowed}

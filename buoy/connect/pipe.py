@@ -1,0 +1,103 @@
+"""Two connections joined into one: whatever one end receives the other end writes, with back-pressure.
+
+Each end is a ``Side``, an asyncio protocol. When one end's write buffer fills, the transport tells that
+end's protocol to pause writing, and it stops reading from the other end until the buffer drains; so a fast
+sender never fills memory in front of a slow receiver. End of stream is passed on where the other end can
+half-close (plain TCP); TLS cannot, so there the other end is closed once its buffer is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+from buoy.connect.metrics import Stats
+
+
+class Side(asyncio.Protocol):
+    def __init__(self, stats: Stats, inbound: bool, on_made: Callable[[Side], None] | None = None,
+                 on_lost: Callable[[], None] | None = None) -> None:
+        self.stats = stats
+        self.inbound = inbound  # the end the downstream client is on
+        self.on_made = on_made
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport = cast(asyncio.Transport, None)
+        self.peer: Side | None = None
+        self.pending: list[bytes] = []  # what arrived before the other end existed
+        self.received = 0
+        self.closed = False
+        self.eof = False
+        self.quiet_since = 0.0  # kept by the listener's sweeper
+        self.last_seen = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self.on_made is not None:
+            self.on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        n = len(data)
+        self.received += n
+        if self.inbound:
+            self.stats.rx += n
+        else:
+            self.stats.tx += n
+        peer = self.peer
+        if peer is None:
+            self.pending.append(data)
+        else:
+            peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer is not None and not peer.closed and peer.transport.can_write_eof():
+            peer.transport.write_eof()
+            return True  # keep the other direction open: a half-close
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.peer is not None:
+            self.peer.transport.close()  # after writing what is buffered
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.peer.closed:
+            self.peer.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.transport.abort()
+
+
+def link(a: Side, b: Side) -> None:
+    """Join two connected ends and start the bytes flowing both ways."""
+    a.peer, b.peer = b, a
+    for src, dst in ((a, b), (b, a)):
+        if src.pending:
+            dst.transport.write(b"".join(src.pending))
+            src.pending = []
+    for side in (a, b):
+        if side.closed:
+            side.connection_lost(None)
+            return
+    for src, dst in ((a, b), (b, a)):
+        if src.eof and dst.transport.can_write_eof():
+            dst.transport.write_eof()
+    a.transport.resume_reading()
+    b.transport.resume_reading()
+
+
+def peer_address(side: Side) -> Any:
+    return side.transport.get_extra_info("peername")
