@@ -4,29 +4,22 @@ The proxy's ``Proxy.Config`` takes the keys of Consul's built-in proxy (``bind_a
 ``local_service_address``, ``local_connect_timeout_ms``, ``handshake_timeout_ms``) and
 ``envoy_prometheus_bind_addr`` for metrics; an upstream's ``Config`` takes ``connect_timeout_ms`` and
 Envoy's ``limits.max_connections``, ``passive_health_check.max_failures`` / ``base_ejection_time`` and
-``load_balancer.policy``. Buoy adds ``idle_timeout_ms`` and ``half_close_timeout_ms`` (both levels).
+``load_balancer.policy``. Buoy adds ``idle_timeout_ms`` at both levels (an upstream inherits the proxy's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from buoy.connect.balancer import POLICIES
 from buoy.durations import parse_duration
 
 IDLE_TIMEOUT = 3600.0  # Envoy's tcp_proxy default
-HALF_CLOSE_TIMEOUT = 60.0
 
 
 class ProxyConfigError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    idle: float = IDLE_TIMEOUT
-    half_close: float = HALF_CLOSE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -37,7 +30,7 @@ class PublicConfig:
     local_port: int
     local_connect_timeout: float = 1.0
     handshake_timeout: float = 10.0
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    idle_timeout: float = IDLE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -50,7 +43,7 @@ class UpstreamConfig:
     max_connections: int = 0  # 0: no limit
     max_failures: int = 5
     ejection_time: float = 30.0
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    idle_timeout: float = IDLE_TIMEOUT
 
     @property
     def name(self) -> str:
@@ -119,13 +112,8 @@ class _Reader:
         return value
 
 
-def _timeouts(r: _Reader, inherited: Timeouts) -> Timeouts:
-    return Timeouts(r.millis("idle_timeout_ms", inherited.idle),
-                    r.millis("half_close_timeout_ms", inherited.half_close))
-
-
 def upstream(destination: str, bind_address: str, bind_port: int, conf: Any, what: str,
-             inherited: Timeouts = Timeouts()) -> UpstreamConfig:
+             idle_timeout: float = IDLE_TIMEOUT) -> UpstreamConfig:
     r = _Reader(conf, what)
     policy = r.sub("load_balancer").text("policy", "round_robin")
     if policy not in POLICIES:
@@ -136,7 +124,8 @@ def upstream(destination: str, bind_address: str, bind_port: int, conf: Any, wha
         connect_timeout=r.millis("connect_timeout_ms", 10.0), policy=policy,
         max_connections=int(r.sub("limits").number("max_connections", 0)),
         max_failures=int(check.number("max_failures", 5, minimum=1)),
-        ejection_time=check.duration("base_ejection_time", 30.0), timeouts=_timeouts(r, inherited))
+        ejection_time=check.duration("base_ejection_time", 30.0),
+        idle_timeout=r.millis("idle_timeout_ms", idle_timeout))
 
 
 def from_service(svc: dict[str, Any]) -> ProxyConfig:
@@ -145,7 +134,7 @@ def from_service(svc: dict[str, Any]) -> ProxyConfig:
         raise ProxyConfigError(f"service {svc.get('ID')!r} is not a connect-proxy")
     proxy = svc.get("Proxy") or {}
     r = _Reader(proxy.get("Config"), "Proxy.Config")
-    timeouts = _timeouts(r, Timeouts())
+    idle_timeout = r.millis("idle_timeout_ms", IDLE_TIMEOUT)
     public = None
     port = int(r.number("bind_port", svc.get("Port") or 0))
     if port:
@@ -159,13 +148,13 @@ def from_service(svc: dict[str, Any]) -> ProxyConfig:
             raise ProxyConfigError("the proxy has no local service port (Proxy.LocalServicePort)")
         public = PublicConfig(r.text("bind_address", svc.get("Address") or "0.0.0.0"), port, local_host, local_port,
                               r.millis("local_connect_timeout_ms", 1.0), r.millis("handshake_timeout_ms", 10.0),
-                              timeouts)
+                              idle_timeout)
     upstreams = []
     for i, u in enumerate(proxy.get("Upstreams") or []):
         if u.get("DestinationType", "service") not in ("", "service"):
             raise ProxyConfigError(f"Proxy.Upstreams[{i}]: only service upstreams are supported")
         upstreams.append(upstream(u["DestinationName"], u.get("LocalBindAddress", ""), int(u["LocalBindPort"]),
-                                  u.get("Config"), f"Proxy.Upstreams[{i}].Config", timeouts))
+                                  u.get("Config"), f"Proxy.Upstreams[{i}].Config", idle_timeout))
     return ProxyConfig(proxy.get("DestinationServiceName") or svc["Service"], public, tuple(upstreams),
                        r.text("envoy_prometheus_bind_addr", ""))
 

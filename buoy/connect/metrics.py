@@ -31,7 +31,7 @@ class Stats:
         self.denied = 0
         self.rejected: Counter[str] = Counter()  # connections closed before piping, by reason
         self.connect_failures = 0
-        self.timed_out: Counter[str] = Counter()  # piped connections closed for idling, by which timeout
+        self.idle_timeouts = 0  # piped connections closed for moving no byte for the idle timeout
         self.connect_time = connect_time.labels(listener=listener)
 
 
@@ -67,8 +67,8 @@ class Metrics(Collector):
                                        "Connections closed before any byte was piped", labels=[*labels, "reason"])
         failures = CounterMetricFamily("buoy_proxy_connect_failures",
                                        "Onward connections that failed (each attempt)", labels=labels)
-        timeouts = CounterMetricFamily("buoy_proxy_timeouts", "Piped connections closed by a timeout",
-                                       labels=[*labels, "timeout"])
+        idle = CounterMetricFamily("buoy_proxy_idle_timeouts", "Piped connections closed for idling",
+                                   labels=labels)
         for s in self.listeners.values():
             base = [s.listener, s.kind]
             accepted.add_metric(base, s.accepted)
@@ -81,6 +81,5 @@ class Metrics(Collector):
             for reason, n in s.rejected.items():
                 rejected.add_metric([*base, reason], n)
             failures.add_metric(base, s.connect_failures)
-            for which, n in s.timed_out.items():
-                timeouts.add_metric([*base, which], n)
-        yield from (accepted, active, moved, handshakes, denied, rejected, failures, timeouts)
+            idle.add_metric(base, s.idle_timeouts)
+        yield from (accepted, active, moved, handshakes, denied, rejected, failures, idle)

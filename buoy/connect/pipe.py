@@ -2,15 +2,16 @@
 
 Each end is a ``Side``, an asyncio protocol. When one end's write buffer fills, the transport tells that
 end's protocol to pause writing, and it stops reading from the other end until the buffer drains; so a fast
-sender never fills memory in front of a slow receiver. End of stream is passed on where the other end can
-half-close (plain TCP); TLS cannot, so there the other end is closed once its buffer is written.
+sender never fills memory in front of a slow receiver. End of stream from either end closes both, once
+what is buffered has been written: every pair has a TLS end, and TLS cannot carry a half-close (Consul's
+built-in proxy closes both ends the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from buoy.connect.metrics import Stats
 
@@ -27,7 +28,6 @@ class Side(asyncio.Protocol):
         self.pending: list[bytes] = []  # what arrived before the other end existed
         self.received = 0
         self.closed = False
-        self.eof = False
         self.quiet_since = 0.0  # kept by the listener's sweeper
         self.last_seen = -1
 
@@ -48,14 +48,6 @@ class Side(asyncio.Protocol):
             self.pending.append(data)
         else:
             peer.transport.write(data)
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        peer = self.peer
-        if peer is not None and not peer.closed and peer.transport.can_write_eof():
-            peer.transport.write_eof()
-            return True  # keep the other direction open: a half-close
-        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -81,6 +73,11 @@ class Side(asyncio.Protocol):
             self.transport.abort()
 
 
+def paused(side: Side) -> None:
+    """An ``on_made`` for an end that must not be read until it is linked (and, downstream, admitted)."""
+    side.transport.pause_reading()
+
+
 def link(a: Side, b: Side) -> None:
     """Join two connected ends and start the bytes flowing both ways."""
     a.peer, b.peer = b, a
@@ -92,12 +89,5 @@ def link(a: Side, b: Side) -> None:
         if side.closed:
             side.connection_lost(None)
             return
-    for src, dst in ((a, b), (b, a)):
-        if src.eof and dst.transport.can_write_eof():
-            dst.transport.write_eof()
     a.transport.resume_reading()
     b.transport.resume_reading()
-
-
-def peer_address(side: Side) -> Any:
-    return side.transport.get_extra_info("peername")

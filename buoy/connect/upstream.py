@@ -18,7 +18,7 @@ from buoy.connect.balancer import Balancer, Endpoint
 from buoy.connect.config import UpstreamConfig
 from buoy.connect.listener import Listener, handshake_reason
 from buoy.connect.metrics import Metrics
-from buoy.connect.pipe import Side, link
+from buoy.connect.pipe import Side, link, paused
 from buoy.connect.tls import Contexts, PeerRejected, peer_service
 
 ATTEMPTS = 3
@@ -39,14 +39,14 @@ class UpstreamListener(Listener):
     kind = "upstream"
 
     def __init__(self, cfg: UpstreamConfig, metrics: Metrics, tls: Callable[[], Contexts]) -> None:
-        super().__init__(cfg.name, cfg.bind_address, cfg.bind_port, metrics, cfg.timeouts)
+        super().__init__(cfg.name, cfg.bind_address, cfg.bind_port, metrics, cfg.idle_timeout)
         self.cfg = cfg
         self.tls = tls
         self.balancer = Balancer(cfg.policy, cfg.max_failures, cfg.ejection_time)
 
     def reconfigure(self, cfg: UpstreamConfig) -> None:
         """New settings for the same bind address: instances and their counts are kept."""
-        self.cfg, self.timeouts = cfg, cfg.timeouts
+        self.cfg, self.idle_timeout = cfg, cfg.idle_timeout
         self.balancer.policy, self.balancer.max_failures = cfg.policy, cfg.max_failures
         self.balancer.ejection_time = cfg.ejection_time
 
@@ -91,14 +91,14 @@ class UpstreamListener(Listener):
                 counted[0] = False
                 endpoint.active -= 1
 
+        remote = Side(self.stats, False, paused, on_lost=released)
         try:
             async with asyncio.timeout(self.cfg.connect_timeout):
-                transport, remote = await loop.create_connection(
-                    lambda: Side(self.stats, False, on_lost=released), endpoint.host, endpoint.port,
-                    ssl=contexts.client, ssl_handshake_timeout=self.cfg.connect_timeout)
-            peer = peer_service(transport.get_extra_info("ssl_object"), contexts.trust_domain)
+                await loop.create_connection(lambda: remote, endpoint.host, endpoint.port, ssl=contexts.client,
+                                             ssl_handshake_timeout=self.cfg.connect_timeout)
+            peer = peer_service(remote.transport.get_extra_info("ssl_object"), contexts.trust_domain)
             if peer.service != self.cfg.destination:
-                transport.abort()
+                remote.abort()
                 raise PeerRejected("wrong_service", f"the instance presented {peer.service!r}, "
                                                     f"expected {self.cfg.destination!r}")
         except (OSError, ssl.SSLError, TimeoutError, PeerRejected) as e:
@@ -112,6 +112,5 @@ class UpstreamListener(Listener):
             return None
         self.balancer.succeeded(endpoint)
         self.stats.connect_time.observe(loop.time() - start)
-        transport.pause_reading()
         return remote
 

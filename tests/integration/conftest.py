@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -149,14 +150,14 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def dev_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]:
-    """One `buoy agent -dev` (server and agent in one process, in memory) for the whole session."""
+@contextlib.contextmanager
+def running_dev_agent(log_dir: Path, *extra: str) -> Iterator[DevAgent]:
+    """A `buoy agent -dev` (server and agent in one process, in memory) with a leader, stopped by PID after."""
     http_port, server_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("dev-agent") / "agent.log"
+    log = log_dir / "agent.log"
     cmd = [
         sys.executable, "-m", "buoy", "agent", "-dev",
-        "-http-port", str(http_port), "-dns-port", "-1", "-server-port", str(server_port),
+        "-http-port", str(http_port), "-dns-port", "-1", "-server-port", str(server_port), *extra,
     ]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
@@ -171,6 +172,13 @@ def dev_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]:
         yield DevAgent(proc.pid, http_port, server_port, log)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def dev_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]:
+    """One dev agent for the whole session."""
+    with running_dev_agent(tmp_path_factory.mktemp("dev-agent")) as agent:
+        yield agent
 
 
 @pytest.fixture
