@@ -46,6 +46,8 @@ def handshake_reason(exc: BaseException) -> str:
         return "expired" if exc.verify_code == X509_V_ERR_CERT_HAS_EXPIRED else "untrusted"
     if isinstance(exc, TimeoutError) or "longer than" in str(exc):
         return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ConnectionError):
         return "closed"
     if isinstance(exc, ssl.SSLError):

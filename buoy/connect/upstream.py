@@ -16,7 +16,7 @@ from typing import Any
 
 from buoy.connect.balancer import Balancer, Endpoint
 from buoy.connect.config import UpstreamConfig
-from buoy.connect.listener import Listener, handshake_reason
+from buoy.connect.listener import Listener, handshake_reason, log
 from buoy.connect.metrics import Metrics
 from buoy.connect.pipe import Side, link, paused
 from buoy.connect.tls import Contexts, PeerRejected, peer_service
@@ -105,10 +105,11 @@ class UpstreamListener(Listener):
             released()
             self.stats.connect_failures += 1
             reason = e.reason if isinstance(e, PeerRejected) else handshake_reason(e)
-            ejected = self.balancer.failed(endpoint)
             self.throttled.warning(("connect", endpoint.key), "upstream connect failed", listener=self.name,
-                                   instance=str(endpoint), reason=reason, error=str(e) or "timeout",
-                                   ejected=ejected)
+                                   instance=str(endpoint), reason=reason, error=str(e) or "timeout")
+            if self.balancer.failed(endpoint):  # at most once per ejection time per instance: not throttled
+                log.warning("instance ejected", listener=self.name, instance=str(endpoint),
+                            failures=self.cfg.max_failures, seconds=self.cfg.ejection_time)
             return None
         self.balancer.succeeded(endpoint)
         self.stats.connect_time.observe(loop.time() - start)
