@@ -33,5 +33,9 @@ bench-checks: $(VENV)/.installed
 bench-dns: $(VENV)/.installed
 	$(BIN)/python -m bench.dns
 
+.PHONY: bench-proxy
+bench-proxy: $(VENV)/.installed
+	$(BIN)/python -m bench.proxy
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -165,6 +165,17 @@ class Certs:
     key_type: str
 
 
+def describe_key(pem_file: Path, key_pem: str) -> str:
+    """ "EC P-256" from openssl, else the key's PEM label."""
+    try:
+        text = subprocess.run(["openssl", "pkey", "-in", str(pem_file), "-noout", "-text"], capture_output=True,
+                              text=True, timeout=10).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    m = re.search(r"NIST CURVE: (\S+)", text)
+    return f"EC {m.group(1)}" if m else key_pem.split("\n", 1)[0].strip("- ").removeprefix("BEGIN ")
+
+
 def write_certs(workdir: Path, api: str) -> Certs:
     directory = workdir / "certs"
     directory.mkdir(mode=0o700)
@@ -175,7 +186,7 @@ def write_certs(workdir: Path, api: str) -> Certs:
         paths[service] = directory / f"{service}.pem"
         paths[service].write_text(leaf["CertPEM"].rstrip() + "\n" + leaf["PrivateKeyPEM"].rstrip() + "\n")
         paths[service].chmod(0o600)
-        key_type = leaf["PrivateKeyPEM"].split("\n", 1)[0].strip("- ").removeprefix("BEGIN ")
+        key_type = describe_key(paths[service], leaf["PrivateKeyPEM"])
     roots = cluster.http_json("GET", f"{api}/v1/agent/connect/ca/roots")
     pems = [r["RootCert"].rstrip() for r in roots["Roots"]]
     (directory / "roots.pem").write_text("\n".join(pems) + "\n")
@@ -230,6 +241,10 @@ def start_buoy(workdir: Path, python: Path, nginx_port: int, timeout: float) -> 
     cluster.wait_until("buoy leader", [agent], timeout, lambda: cluster.http_json("GET", f"{api}/v1/status/leader"))
     register(api, nginx_port, public, client, upstream)
     backend = start_proxy(workdir, python, api, "backend", m_backend, timeout)
+    # The client's upstream listener only uses instances whose checks pass (the sidecar's own TCP check
+    # among them): wait for that, so that the readiness checks below do not count as refused connections.
+    passing = f"{api}/v1/health/connect/backend?passing=1"
+    cluster.wait_until("backend sidecar passing", [agent, backend], timeout, lambda: cluster.http_json("GET", passing))
     client_proxy = start_proxy(workdir, python, api, "client", m_client, timeout)
     return Buoy(agent, api, backend, client_proxy, public, upstream, {backend.name: m_backend,
                                                                      client_proxy.name: m_client})
@@ -326,9 +341,12 @@ def handshake(port: int, certs: Certs) -> str:
     ctx.check_hostname = False
     ctx.load_verify_locations(str(certs.roots))
     ctx.load_cert_chain(str(certs.client))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
-        cipher = tls.cipher()
-        return f"{tls.version()} {cipher[0] if cipher else '?'}"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+            cipher = tls.cipher()
+            return f"{tls.version()} {cipher[0] if cipher else '?'}"
+    except (OSError, ssl.SSLError) as e:  # reported, not fatal: the runs show whether the listener works
+        return f"handshake FAILED ({type(e).__name__}: {e})"
 
 
 # -- measuring -----------------------------------------------------------------------------------------
@@ -570,11 +588,12 @@ def buoy_counters(metrics: dict[str, int]) -> list[str]:
             out.append(f"{name} metrics unavailable: {e}")
             continue
         samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-        failures = [ln for ln in samples if re.match(r"buoy_proxy_(handshake_failures|denied|rejected|connect_failures|"
-                                                     r"timeouts)", ln) and not ln.endswith(" 0.0")]
-        accepted = [ln.split()[-1] for ln in samples if ln.startswith("buoy_proxy_connections_total")]
-        out.append(f"{name}: connections accepted {'+'.join(accepted) or '?'}, failure counters "
-                   f"{'; '.join(failures) or 'all zero'}")
+        failures = [ln.removesuffix(".0") for ln in samples if not ln.endswith(" 0.0") and
+                    re.match(r"buoy_proxy_\w*(failures|denied|rejected|timeouts)", ln)]
+        accepted = {re.sub(r'.*kind="(\w+)".*', r"\1", ln): ln.split()[-1].removesuffix(".0") for ln in samples
+                    if ln.startswith("buoy_proxy_connections_total")}  # fmt: skip
+        out.append(f"{name} since start: connections accepted {accepted or '?'}, non-zero failure counters: "
+                   f"{'; '.join(failures) or 'none'}")
     return out
 
 

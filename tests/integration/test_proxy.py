@@ -336,7 +336,13 @@ def test_balancing_and_an_instance_killed_under_load(agent: DevAgent, backends: 
     try:
         for s in held:
             assert echo(s, b"hold") == b"hold"
-        assert len({http_get(least) for _ in range(6)}) == 1
+        chosen = set()
+        for _ in range(6):
+            chosen.add(http_get(least))
+            # The next pick must see this connection gone, or it would tie with the held ones.
+            wait_until(lambda: client_proxy.metric("buoy_proxy_active_connections", listener=f"{name}:{least}") == 2,
+                       "the request's connection released")
+        assert len(chosen) == 1, chosen
     finally:
         for s in held:
             s.close()
