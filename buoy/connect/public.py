@@ -2,9 +2,9 @@
 local service.
 
 Each connection is accepted with the TLS context current at that moment, so a new leaf or root set
-applies to the next connection while open ones keep theirs. Nothing is read
-from the peer before its certificate has been verified against the roots, its SPIFFE ID parsed and the
-intentions asked (from a cache that a blocking query keeps current).
+applies to the next connection while open ones keep theirs. Nothing is read from the peer before its
+certificate has been verified against the roots, its SPIFFE ID parsed and the intentions asked (from a
+cache that a blocking query keeps current).
 """
 
 from __future__ import annotations
