@@ -485,14 +485,16 @@ def ratio_rows(tallies: dict[str, Tally]) -> list[list[str]]:
 
 
 def cpu_rows(routes: list[Route], tallies: dict[str, Tally]) -> list[list[str]]:
-    rows = [["path", "runs (req/s)", "proxy cores", "proxy µs/req", "nginx cores", "wrk cores", "other cores",
-             "bulk proxy CPU s / 100 MiB"]]  # fmt: skip
+    rows = [["path", "runs (req/s)", "proxy cores (CPU per request)", "proxy µs/req", "nginx cores", "wrk cores",
+             "other cores", "bulk proxy CPU s / 100 MiB"]]  # fmt: skip
     for r in routes:
         runs = tallies[r.name].runs
         if not runs:
             continue
         names = [p.name for p in r.proxies]
-        cores = "  ".join(f"{n} {statistics.median(run.cores[n] for run in runs):.2f}" for n in names) or "-"
+        cores = "  ".join(f"{n} {statistics.median(run.cores[n] for run in runs):.2f} "
+                          f"({statistics.median(1e6 * run.cores[n] / run.rps for run in runs if run.rps):.1f} µs/req)"
+                          for n in names) or "-"  # fmt: skip
         per_req = statistics.median(1e6 * sum(run.cores[n] for n in names) / run.rps for run in runs if run.rps)
         bulk_cpu = "  ".join(f"{n} {statistics.median(t.cpu_s[n] for t in tallies[r.name].bulk):.2f}"
                              for n in names if tallies[r.name].bulk) or "-"  # fmt: skip
@@ -574,27 +576,37 @@ def log_problems(workdir: Path, routes: list[Route]) -> list[str]:
         lines = path.read_text(errors="replace").splitlines() if path.exists() else []
         bad = [ln for ln in lines if re.search(r"warn|error|alert|traceback|emerg", ln, re.I)]
         if bad:
-            out.append(f"log {name}: {len(bad)} warning/error lines, first: {bad[0][:200]}")
+            out.append(f"log {name}: {len(bad)} warning/error lines since start, first: {bad[0][:200]}")
     return out or ["proxy and nginx logs: no warning or error lines"]
 
 
-def buoy_counters(metrics: dict[str, int]) -> list[str]:
-    """The Buoy proxies' failure counters that are not zero, and their connection counts."""
-    out = []
+def buoy_counters(metrics: dict[str, int]) -> dict[str, float]:
+    """Every counter sample of the Buoy proxies, keyed by proxy name and sample ("" values if unreachable)."""
+    out: dict[str, float] = {}
     for name, port in metrics.items():
         try:
             text = http_get(f"http://127.0.0.1:{port}/metrics").decode()
-        except OSError as e:
-            out.append(f"{name} metrics unavailable: {e}")
+        except OSError:
             continue
-        samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-        failures = [ln.removesuffix(".0") for ln in samples if not ln.endswith(" 0.0") and
-                    re.match(r"buoy_proxy_\w*(failures|denied|rejected|timeouts)", ln)]
-        accepted = {re.sub(r'.*kind="(\w+)".*', r"\1", ln): ln.split()[-1].removesuffix(".0") for ln in samples
-                    if ln.startswith("buoy_proxy_connections_total")}  # fmt: skip
-        out.append(f"{name} since start: connections accepted {accepted or '?'}, non-zero failure counters: "
-                   f"{'; '.join(failures) or 'none'}")
+        for line in text.splitlines():
+            if line.startswith("buoy_proxy_") and "_total" in line:
+                sample, _, value = line.rpartition(" ")
+                out[f"{name} {sample}"] = float(value)
     return out
+
+
+def counter_notes(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """What the Buoy proxies counted during the measured runs: connections accepted and failures, if any."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    accepted = {k.replace("buoy_proxy_connections_total", ""): v for k, v in delta.items()
+                if "buoy_proxy_connections_total" in k and v}  # fmt: skip
+    failures = [f"{k} +{v:g}" for k, v in delta.items()
+                if v and re.search(r"buoy_proxy_\w*(failures|denied|rejected|timeouts)_total", k)]  # fmt: skip
+    if not after:
+        return ["buoy proxy counters: metrics unavailable"]
+    return [f"buoy proxy counters during the runs: connections accepted "
+            f"{', '.join(f'{k} +{v:g}' for k, v in accepted.items()) or 'none'}; failures: "
+            f"{'; '.join(failures) or 'none'}"]
 
 
 # -- driver --------------------------------------------------------------------------------------------
@@ -649,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         tls = ", ".join(f"{name} {handshake(port, setup.certs)}" for name, port in setup.tls_ports.items())
         notes.append(f"TLS, client leaf to each server side: {tls}; leaf keys: {setup.certs.key_type}")
         watched = setup.watched()
+        counters = buoy_counters(setup.metrics)  # after the readiness checks, which may count refusals
         if args.warmup:
             log("warm-up")
             for r in routes:
@@ -666,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
                 tallies[r.name].bulk.append(t)
                 log(f"  {r.name:11} {t.mib_s:8,.0f} MiB/s  proxy CPU s: "
                     + " ".join(f"{k} {v:.2f}" for k, v in t.cpu_s.items()))
-        notes.extend(buoy_counters(setup.metrics) + log_problems(workdir, routes))
+        notes.extend(counter_notes(counters, buoy_counters(setup.metrics)) + log_problems(workdir, routes))
         print(report(args, tools, routes, tallies, notes))
         return 0
 

@@ -92,6 +92,10 @@ class Config:
     heartbeat_ttl: float = 10.0  # a node not heard from for this long is marked failed by the leader
     reconnect_timeout: float = 72 * 3600.0  # a failed node is removed from the catalog after this long
     intentions_default: str = ""  # "allow" or "deny" when no intention matches; unset: allow in -dev, else deny
+    # Consul's `connect` block. The mesh is always on; `enabled` is accepted so Consul's files load.
+    connect_enabled: bool = True
+    connect_ca_provider: str = "consul"
+    connect_ca_config: dict[str, Any] = field(default_factory=dict)  # the CA's first configuration
     services: list[Definition] = field(default_factory=list)  # Consul's `service` / `services` keys
     checks: list[Definition] = field(default_factory=list)  # Consul's `check` / `checks` keys
     sources: Sources = field(default_factory=Sources)
@@ -129,6 +133,17 @@ class Config:
         if self.log_level.upper() not in log.LEVELS:
             raise ConfigError(f"log_level: unknown level {self.log_level!r} (trace, debug, info, warn, error)")
         self._validate_dns()
+        if self.connect_ca_provider != "consul":
+            raise ConfigError(f"connect.ca_provider: {self.connect_ca_provider!r} is not supported: only the "
+                              "built-in \"consul\" provider")
+        if self.connect_ca_config:
+            from buoy.http.errors import HTTPError
+            from buoy.server.ca import parse_config
+
+            try:
+                parse_config(self.connect_ca_config)
+            except HTTPError as e:
+                raise ConfigError(f"connect.ca_config: {e.text}") from None
         if self.intentions_default not in ("", "allow", "deny"):
             raise ConfigError(f"intentions_default: {self.intentions_default!r} is not allow or deny")
         if self.dev:
@@ -237,8 +252,11 @@ _FILE_KEYS: dict[str, str] = {
     "heartbeat_ttl": "heartbeat_ttl",
     "reconnect_timeout": "reconnect_timeout",
     "intentions_default": "intentions_default",
+    "connect.enabled": "connect_enabled",
+    "connect.ca_provider": "connect_ca_provider",
+    "connect.ca_config": "connect_ca_config",
 }
-_BLOCKS = {"ports", "limits", "dns_config", "dns_config.soa"}
+_BLOCKS = {"ports", "limits", "dns_config", "dns_config.soa", "connect"}
 _TYPES = {f.name: f.type for f in fields(Config)}
 _APPENDED = frozenset({"retry_join", "recursors"})  # lists that every file and the flags add to, as in Consul
 
@@ -279,6 +297,12 @@ def _coerce(source: str, key: str, name: str, value: Any) -> Any:
             return {str(k): parse_duration(v) for k, v in value.items()}
         except ValueError as e:
             raise ConfigError(f"{source}: {key}: {e}") from None
+    if kind == "dict[str, Any]":  # an object kept as given (connect.ca_config)
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected an object, got {type(value).__name__}")
+        return value
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),

@@ -443,8 +443,13 @@ class CAManager:
                 if store.ca.active() is not None:
                     return
                 cluster_id = store.ca.cluster_id or str(uuid.uuid4())
-            config = dict(DEFAULT_CONFIG)
-            key, cert = await asyncio.get_running_loop().run_in_executor(None, _new_root, config, cluster_id)
+            # The first configuration is the config files' connect.ca_config (validated at load), if any.
+            config, private_key, root_cert = parse_config(self.server.cfg.connect_ca_config)
+            loop = asyncio.get_running_loop()
+            if private_key:
+                key, cert = await loop.run_in_executor(None, _brought_root, private_key, root_cert, config, cluster_id)
+            else:
+                key, cert = await loop.run_in_executor(None, _new_root, config, cluster_id)
             doc = {"Provider": PROVIDER, "Config": config, "ForceWithoutCrossSigning": False}
             await self.server.apply({"op": "ca.init", "cluster_id": cluster_id, "config": doc,
                                      "root": root_row(cert, cluster_id, []), "key": key_pem(key)})

@@ -391,3 +391,31 @@ def test_rotation_to_a_given_key(mesh: tuple[Cluster, int]) -> None:
     # Leaves follow the new root.
     after = leaf(addr(cluster, client), "web", index=before["ModifyIndex"], wait="60s")
     assert verify(after["CertPEM"], root["RootCert"]) == before["ServiceURI"]
+
+
+def test_ca_config_from_a_config_file(tmp_path: Path, buoy_cli: Any) -> None:
+    """Consul's `connect` block: `enabled` is accepted, `ca_config` is the CA's first configuration."""
+    from tests.integration.conftest import running_dev_agent
+
+    good = tmp_path / "connect.hcl"
+    good.write_text('connect {\n  enabled = true\n  ca_provider = "consul"\n'
+                    '  ca_config {\n    leaf_cert_ttl = "24h"\n    csr_max_per_second = 10\n  }\n}\n')
+    base = tmp_path / "base.hcl"
+    base.write_text(f'data_dir = "{tmp_path / "data"}"\nencrypt = "{base64.b64encode(bytes(32)).decode()}"\n')
+    assert buoy_cli("validate", str(base), str(good)).code == 0
+    with running_dev_agent(tmp_path, "-config-file", str(good)) as agent:
+        config = wait_until(lambda: get(agent.http_addr, "/v1/connect/ca/configuration").json(), "the CA")
+        assert config["Config"]["LeafCertTTL"] == "24h" and config["Config"]["CSRMaxPerSecond"] == 10
+        issued = leaf(agent.http_addr, "web")
+        life = (x509.load_pem_x509_certificate(issued["CertPEM"].encode()).not_valid_after_utc
+                - x509.load_pem_x509_certificate(issued["CertPEM"].encode()).not_valid_before_utc)
+        assert 23 * 3600 < life.total_seconds() <= 25 * 3600
+
+    for text, message in [('connect {\n  ca_provider = "vault"\n}\n', "connect.ca_provider: 'vault' is not supported"),
+                          ('connect {\n  ca_config {\n    leaf_cert_ttl = "1s"\n  }\n}\n',
+                           "connect.ca_config: error configuring provider: leaf cert TTL must be greater or equal"),
+                          ('connect {\n  enabled = "yes"\n}\n', "connect.enabled: expected bool")]:
+        bad = tmp_path / "bad.hcl"
+        bad.write_text(text)
+        run = buoy_cli("validate", str(base), str(bad))
+        assert run.code == 1 and message in run.stderr, run
