@@ -149,6 +149,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]:
 def own_agent(tmp_path: Path) -> Iterator[DevAgent]:
     """A dev agent for one test: its CA gets reconfigured, or it gets stopped."""
     with running_dev_agent(tmp_path) as a:
+        wait_until(lambda: requests.get(f"http://{a.http_addr}/v1/connect/ca/roots", timeout=5).json()["Roots"],
+                   "the CA's first root")
         yield a
 
 
