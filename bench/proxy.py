@@ -518,7 +518,8 @@ def target_rows(tallies: dict[str, Tally]) -> list[list[str]]:
     buoy, public, hap = tallies["buoy"], tallies["hap>buoy"], tallies["haproxy"]
 
     def check(label: str, value: float | None, ok: bool) -> list[str]:
-        return [label, fmt(value, ".2f"), "-" if value is None else "met" if ok else "NOT met"]
+        # Three decimals: a ratio just under the target must not print as the target itself.
+        return [label, fmt(value, ".3f"), "-" if value is None else "met" if ok else "NOT met"]
 
     rows = [["target", "ratio", "result"]]
     r = ratio(public.median("rps"), hap.median("rps"))
@@ -581,7 +582,8 @@ def log_problems(workdir: Path, routes: list[Route]) -> list[str]:
 
 
 def buoy_counters(metrics: dict[str, int]) -> dict[str, float]:
-    """Every counter sample of the Buoy proxies, keyed by proxy name and sample ("" values if unreachable)."""
+    """Every counter sample of the Buoy proxies, keyed by proxy name and sample; a proxy that does not answer
+    is left out."""
     out: dict[str, float] = {}
     for name, port in metrics.items():
         try:
@@ -609,6 +611,13 @@ def counter_notes(before: dict[str, float], after: dict[str, float]) -> list[str
             f"{'; '.join(failures) or 'none'}"]
 
 
+def idle_load(seconds: float = 2.0) -> float:
+    """Cores the machine uses before the bench starts anything: what every run's "other" starts from."""
+    busy0 = cluster.machine_cpu()[0]
+    time.sleep(seconds)
+    return (cluster.machine_cpu()[0] - busy0) / seconds
+
+
 # -- driver --------------------------------------------------------------------------------------------
 
 
@@ -618,9 +627,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="wrk runs per path, paths alternating (default 3)")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured wrk seconds per path first (default 2)")
     p.add_argument("--bulk-runs", type=int, default=3, help="100 MiB downloads per path (default 3; 0: none)")
-    # One wrk thread keeps the generator to one core of the two this bench was written for; 32 connections
-    # keep every hop of a path busy (about 10 requests in flight per hop) without turning latency into a
-    # queue. Every path gets the same settings.
+    # One wrk thread keeps the generator to one core of the two this bench was written for, leaving the other
+    # to the proxies and nginx; 32 connections keep every hop of a path busy without turning the latency into
+    # mostly queueing. Every path gets the same settings.
     p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     p.add_argument("--connections", type=int, default=32, help="wrk -c (default 32)")
     p.add_argument("--no-2t", dest="two_threads", action="store_false",
@@ -644,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tools = find_tools()
     if tools is None:
-        log(f"nginx, haproxy, wrk and curl are needed; install them with:\n  {INSTALL} curl")
+        curl = "" if shutil.which("curl") else " curl"  # nearly always there; named only when missing
+        log(f"nginx, haproxy, wrk and curl are needed; install them with:\n  {INSTALL}{curl}")
         return 1
     python = cluster.VENV_PYTHON if cluster.VENV_PYTHON.exists() else Path(sys.executable)
     routes: list[Route] = []
@@ -653,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(workdir: Path) -> int:
         nonlocal routes, tallies
+        before = idle_load()
+        notes.append(f"machine load before the bench started anything: {before:.2f} cores"
+                     + (" -- something else is running; expect lower, noisier figures" if before > 0.2 else ""))
+        log(notes[-1])
         log("starting nginx, buoy, haproxy ...")
         setup = start_all(workdir, tools, python, args)
         routes = setup.routes

@@ -5,12 +5,6 @@ end's protocol to pause writing, and it stops reading from the other end until t
 sender never fills memory in front of a slow receiver. End of stream from either end closes both, once
 what is buffered has been written: every pair has a TLS end, and TLS cannot carry a half-close (Consul's
 built-in proxy closes both ends the same way).
-
-A ``Side`` is a buffered protocol: the event loop reads (and TLS decrypts) straight into a buffer that is
-then handed to the other end's ``write``. No bytes object is made per chunk, and uvloop's TLS layer reads
-without the exception its copying path raises at the end of every read. One buffer serves every Side of
-the process (the loop runs one read at a time, and a read is written on before the next starts); a write
-that the other end cannot finish at once keeps a reference to it, so then a fresh one takes its place.
 """
 
 from __future__ import annotations
@@ -21,14 +15,8 @@ from typing import cast
 
 from buoy.connect.metrics import Stats
 
-BUFFER_SIZE = 256 * 1024  # what uvloop itself reads at a time
 
-
-class _Shared:
-    view = memoryview(bytearray(BUFFER_SIZE))
-
-
-class Side(asyncio.BufferedProtocol):
+class Side(asyncio.Protocol):
     def __init__(self, stats: Stats, inbound: bool, on_made: Callable[[Side], None] | None = None,
                  on_lost: Callable[[], None] | None = None) -> None:
         self.stats = stats
@@ -48,24 +36,18 @@ class Side(asyncio.BufferedProtocol):
         if self.on_made is not None:
             self.on_made(self)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _Shared.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.received += nbytes
+    def data_received(self, data: bytes) -> None:
+        n = len(data)
+        self.received += n
         if self.inbound:
-            self.stats.rx += nbytes
+            self.stats.rx += n
         else:
-            self.stats.tx += nbytes
-        data = _Shared.view[:nbytes]
+            self.stats.tx += n
         peer = self.peer
         if peer is None:
-            self.pending.append(bytes(data))
-            return
-        transport = peer.transport
-        transport.write(data)
-        if transport.get_write_buffer_size():  # it holds on to (part of) the buffer until sent
-            _Shared.view = memoryview(bytearray(BUFFER_SIZE))
+            self.pending.append(data)
+        else:
+            peer.transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
