@@ -18,17 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import structlog
-
 from buoy.api.client import Client, ClientError
-
-log = structlog.get_logger("buoy.intentions")
+from buoy.api.watch import Watch
 
 WILDCARD = "*"
 DEFAULT_NS = "default"
-WAIT = 300.0  # how long each blocking query on a destination's intentions waits for a change
 IDLE = 3600.0  # a destination nobody asked about for this long stops being watched
-BACKOFF_MAX = 30.0
 # Consul's SPIFFE ID of a service; the partition segment is Enterprise and must be the default one.
 _SERVICE_PATH = re.compile(r"^(?:/ap/([^/]+))?/ns/([^/]+)/dc/([^/]+)/svc/([^/]+)$")
 
@@ -145,33 +140,31 @@ class IntentionCache:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _follow(self, target: str, watched: _Watched) -> None:
-        params = [("by", "destination"), ("name", target)]
-        index, failures = 0, 0
         async with Client(self.http_addr, token=self.token) as client:
-            while True:
-                try:
-                    resp = await client.query("/v1/connect/intentions/match", params, index=index or None, wait=WAIT)
-                    answer = resp.json() or {}
-                except ClientError as e:
-                    if not watched.ready.done():
-                        # Nothing to serve yet: the askers get the error, and the next question starts afresh.
-                        self._forget(target, watched)
-                        watched.ready.set_exception(e)
-                        watched.ready.exception()  # retrieved here, so an unasked future logs nothing
-                        return
-                    failures += 1
-                    log.warning("cannot refresh intentions, keeping the last ones", destination=target, error=str(e))
-                    await asyncio.sleep(min(BACKOFF_MAX, 0.5 * 2 ** min(failures, 6)))
-                    continue
-                failures = 0
-                watched.intentions = answer.get(target) or []
-                # An index that went backwards (a restored snapshot) restarts the watch, as Consul's clients do.
-                index = resp.index if resp.index >= index else 0
-                if not watched.ready.done():
-                    watched.ready.set_result(None)
-                if time.monotonic() - watched.used > IDLE:
-                    self._forget(target, watched)
-                    return
+            watch = Watch(client, "/v1/connect/intentions/match",
+                          lambda answer: self._store(watched, target, answer),
+                          params=[("by", "destination"), ("name", target)])
+            try:
+                self._store(watched, target, await watch.first())
+            except ClientError as e:
+                # Nothing to serve yet: the askers get the error, and the next question starts afresh.
+                self._forget(target, watched)
+                watched.ready.set_exception(e)
+                watched.ready.exception()  # retrieved here, so an unasked future logs nothing
+                return
+            watched.ready.set_result(None)
+            following = asyncio.create_task(watch.run())
+            try:
+                while (idle := time.monotonic() - watched.used) <= IDLE:
+                    await asyncio.sleep(IDLE - idle + 1)
+            finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+            self._forget(target, watched)
+
+    @staticmethod
+    def _store(watched: _Watched, target: str, answer: Any) -> None:
+        watched.intentions = (answer or {}).get(target) or []
 
     def _forget(self, target: str, watched: _Watched) -> None:
         if self._watched.get(target) is watched:
