@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from buoy.api.client import Client, ClientError, ParamValue, Response
+from buoy.api.client import APIError, Client, ClientError, ParamValue, Response
 
 log = structlog.get_logger("buoy.watch")
 
@@ -51,7 +51,9 @@ class Watch:
             except ClientError as e:
                 failures += 1
                 if failures == 1:
-                    log.warning("cannot reach the agent, keeping the last answer", path=self.path, error=str(e))
+                    event = ("the agent refused the watch" if isinstance(e, APIError)
+                             else "cannot reach the agent")
+                    log.warning(f"{event}, keeping the last answer", path=self.path, error=str(e))
                 await asyncio.sleep(backoff(failures))
                 continue
             if failures:
