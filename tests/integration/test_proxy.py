@@ -557,3 +557,23 @@ def test_bulk_bytes_arrive_intact(agent: DevAgent, backends: Any, proxies: Any) 
             got += chunk
         sender.join(timeout=30)
     assert len(got) == len(payload) and hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+
+
+def test_upstream_checks_the_destinations_identity(agent: DevAgent, backends: Any, proxies: Any) -> None:
+    """An instance listed for the destination that presents another service's leaf is refused: the upstream
+    only talks to the service it was configured for."""
+    real, wanted, client = unique("real"), unique("wanted"), unique("wc")
+    public = sidecar(agent, real, backends(real).port)
+    proxies(agent, "-sidecar-for", real)
+    # A connect-proxy that claims to serve `wanted` but is `real`'s listener.
+    api(agent, "PUT", "/v1/agent/service/register", json={
+        "Name": f"{wanted}-sidecar-proxy", "Kind": "connect-proxy", "Port": public, "Address": "127.0.0.1",
+        "Proxy": {"DestinationServiceName": wanted}})
+    up = free_port()
+    sidecar(agent, client, 1, upstreams=[upstream(wanted, up)])
+    client_proxy = proxies(agent, "-sidecar-for", client)
+    wait_until(lambda: passing(agent, wanted) == 1, "the impostor listed as passing", timeout=30)
+    wait_until(lambda: curl(up).returncode != 0 and "reason=wrong_service" in client_proxy.text(),
+               "the connection refused for its identity")
+    line = next(x for x in client_proxy.text().splitlines() if "reason=wrong_service" in x)
+    assert f"expected {wanted!r}" in line and f"presented {real!r}" in line
