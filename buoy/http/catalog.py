@@ -14,6 +14,7 @@ from buoy.http.decode import Fields, read_json
 from buoy.http.errors import bad_request
 from buoy.http.filters import node_meta_filter, tag_filter
 from buoy.http.respond import json_response
+from buoy.server.state.catalog import service_topic
 
 routes = web.RouteTableDef()
 
@@ -132,16 +133,16 @@ async def services(request: web.Request) -> web.Response:
 
     def compute() -> tuple[int, Any]:
         out: dict[str, list[str]] = {}
-        for name, members in sorted(catalog.by_name.items()):
-            tags: list[str] = []
+        for members in catalog.by_name.values():
             for node, sid in sorted(members):
+                svc = catalog.services[node][sid]
                 if not meta_ok(catalog.nodes[node]):
                     continue
-                if pred is not None and not pred(encode.service_node(catalog.nodes[node], catalog.services[node][sid])):
+                if pred is not None and not pred(encode.service_node(catalog.nodes[node], svc)):
                     continue
-                tags.extend(t for t in catalog.services[node][sid]["Tags"] if t not in tags)
-                out[name] = tags
-        return catalog.index["services"], out
+                tags = out.setdefault(svc["Service"], [])  # each name as registered, "Web" apart from "web"
+                tags.extend(t for t in svc["Tags"] if t not in tags)
+        return catalog.index["services"], dict(sorted(out.items()))
 
     return await blocking(request, compute, topics=[("services",), ("nodes",)])
 
@@ -157,7 +158,7 @@ async def _instances(request: web.Request, connect: bool) -> web.Response:
         rows = [encode.service_node(n, s) for n, s in catalog.instances(name, connect) if tags_ok(s) and meta_ok(n)]
         return catalog.name_index(name), rows
 
-    return await blocking(request, compute, topics=[("service", name)])
+    return await blocking(request, compute, topics=[service_topic(name)])
 
 
 @routes.get("/v1/catalog/service/{service}")

@@ -10,6 +10,7 @@ from buoy.http import encode
 from buoy.http.blocking import blocking
 from buoy.http.errors import HTTPError
 from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
+from buoy.server.state.catalog import service_topic
 
 routes = web.RouteTableDef()
 
@@ -45,7 +46,7 @@ async def checks(request: web.Request) -> web.Response:
                 out.extend(c for c in catalog.service_checks(n["Node"], s["ID"]) if c["ServiceID"] == s["ID"])
         return catalog.name_index(name), out
 
-    return await blocking(request, compute, topics=[("service", name)])
+    return await blocking(request, compute, topics=[service_topic(name)])
 
 
 async def _instances(request: web.Request, connect: bool) -> web.Response:
@@ -60,7 +61,7 @@ async def _instances(request: web.Request, connect: bool) -> web.Response:
                if tags_ok(s) and meta_ok(n) and not (passing and any(c["Status"] != "passing" for c in chks))]
         return catalog.name_index(name), out
 
-    return await blocking(request, compute, topics=[("service", name)])
+    return await blocking(request, compute, topics=[service_topic(name)])
 
 
 @routes.get("/v1/health/service/{service}")

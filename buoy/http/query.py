@@ -23,6 +23,7 @@ from buoy.http.decode import Fields, read_json
 from buoy.http.errors import HTTPError
 from buoy.http.health import service_entry
 from buoy.http.respond import json_response
+from buoy.server.state.catalog import service_topic
 from buoy.server.state.queries import QueryError, QueryTable, compile_template, is_template
 from buoy.server.state.store import StateStore, Topic
 
@@ -239,7 +240,7 @@ def _service_topic(state: StateStore, id_or_name: str) -> list[Topic]:
             query = state.queries.resolve(id_or_name)
         except QueryError:
             query = None
-    return [("service", query["Service"]["Service"])] if query else []
+    return [service_topic(query["Service"]["Service"])] if query else []
 
 
 def _limit(request: web.Request) -> int:

@@ -114,3 +114,27 @@ def test_status_and_raft_configuration(dev_agent, base) -> None:
     assert requests.get(f"{base}/v1/status/peers", timeout=5).json() == [leader]
     conf = requests.get(f"{base}/v1/operator/raft/configuration", timeout=5).json()
     assert conf["Servers"][0]["Leader"] is True and conf["Servers"][0]["Address"] == leader
+
+
+def test_service_names_match_without_regard_to_case(dev_agent, c, base) -> None:
+    """As Consul's catalog: "Case-Svc" is found as case-svc and CASE-SVC, listed as registered, and a watch on
+    one spelling wakes for a change made under another."""
+    _register(c, "case-n1", "10.6.0.1", "Case-Svc", "case-1", ["a"], "passing")
+    _register(c, "case-n2", "10.6.0.2", "case-svc", "case-2", ["b"], "passing")
+    for spelling in ("case-svc", "CASE-SVC", "Case-Svc"):
+        rows = requests.get(f"{base}/v1/catalog/service/{spelling}", timeout=5).json()
+        assert sorted((r["ServiceID"], r["ServiceName"]) for r in rows) == [("case-1", "Case-Svc"),
+                                                                            ("case-2", "case-svc")]
+        assert len(requests.get(f"{base}/v1/health/service/{spelling}?passing", timeout=5).json()) == 2
+    services = requests.get(f"{base}/v1/catalog/services", timeout=5).json()
+    assert services["Case-Svc"] == ["a"] and services["case-svc"] == ["b"]
+    index, _ = c.health.service("CASE-SVC")
+    result: dict[str, object] = {}
+    t = threading.Thread(target=lambda: result.update(r=c.health.service("CASE-SVC", index=index, wait="20s")))
+    t.start()
+    _register(c, "case-n1", "10.6.0.1", "Case-Svc", "case-1", ["a"], "critical")
+    t.join(10)
+    new_index, entries = result["r"]
+    assert int(new_index) > int(index)
+    assert {e["Service"]["ID"]: e["Checks"][0]["Status"] for e in entries} == {"case-1": "critical",
+                                                                                "case-2": "passing"}

@@ -232,6 +232,13 @@ def test_service_a_aaaa_and_srv_with_additional(agent: Agent) -> None:
     assert sorted(rdata(ask(agent.dns, "web.service.consul", "ANY", tcp=True), "A")) == ["10.0.0.10", "10.1.0.11"]
 
 
+def test_service_names_in_any_case(agent: Agent) -> None:
+    """DNS names are case-insensitive and so is Consul's catalog: a service registered as "Mixed-Case" answers."""
+    agent.register("mixed-1", "10.0.77.1", "Mixed-Case", 80)
+    assert short(agent.dns, "mixed-case.service.consul") == ["10.0.77.1"]
+    assert short(agent.dns, "MIXED-CASE.service.consul") == ["10.0.77.1"]
+
+
 def test_tags_rfc2782_datacenter_and_alt_domain(agent: Agent) -> None:
     agent.register("tag-1", "10.0.1.1", "tagged", 81, tags=("primary", "V1.2"))
     agent.register("tag-2", "10.0.1.2", "tagged", 82, tags=("replica",))

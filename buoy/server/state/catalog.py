@@ -14,13 +14,25 @@ from buoy.server.state.undo import UndoLog
 HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
 
 
+def service_key(name: str) -> str:
+    """Service names are matched without regard to case, as Consul's catalog matches them (its indexes are
+    lower-cased), so "Web" is found as web.service.consul; answers show a name as it was registered."""
+    return name.lower()
+
+
+def service_topic(name: str) -> tuple[str, str]:
+    """What a blocking read on a service's instances watches, and what a change to one touches."""
+    return ("service", service_key(name))
+
+
 class CatalogTable:
     def __init__(self) -> None:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.services: dict[str, dict[str, dict[str, Any]]] = {}  # node -> service id -> AgentService
         self.checks: dict[str, dict[str, dict[str, Any]]] = {}  # node -> check id -> HealthCheck
-        self.by_name: dict[str, set[tuple[str, str]]] = {}  # service name -> {(node, service id)}
-        self.by_connect: dict[str, set[tuple[str, str]]] = {}  # service name -> its proxies and native instances
+        # Keyed by service_key(name):
+        self.by_name: dict[str, set[tuple[str, str]]] = {}  # service -> {(node, service id)}
+        self.by_connect: dict[str, set[tuple[str, str]]] = {}  # service -> its proxies and native instances
         self.service_index: dict[str, int] = {}
         self.node_index: dict[str, int] = {}
         self.index = {"nodes": 0, "services": 0, "checks": 0}
@@ -30,7 +42,7 @@ class CatalogTable:
     def instances(self, name: str, connect: bool = False) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """(node, service) pairs of a service, in a stable order (node name, then service id); with ``connect``,
         the instances that accept mesh traffic for it instead: its proxies and its Connect-native instances."""
-        pairs = sorted((self.by_connect if connect else self.by_name).get(name, ()))
+        pairs = sorted((self.by_connect if connect else self.by_name).get(service_key(name), ()))
         return [(self.nodes[n], self.services[n][sid]) for n, sid in pairs]
 
     def service_checks(self, node: str, service_id: str) -> list[dict[str, Any]]:
@@ -45,7 +57,7 @@ class CatalogTable:
                 for n, s in self.instances(name, connect)]
 
     def name_index(self, name: str) -> int:
-        return self.service_index.get(name) or self.index["services"]
+        return self.service_index.get(service_key(name)) or self.index["services"]
 
     def node_idx(self, node: str) -> int:
         return self.node_index.get(node) or self.index["nodes"]
@@ -84,20 +96,21 @@ class CatalogTable:
         """A change to an instance wakes the watchers of its name and, for a proxy, of the service it fronts
         (whose /v1/health/connect and /v1/catalog/connect answers list it)."""
         for name in {svc["Service"], _connect_name(svc)} - {None}:
-            self.service_index[name] = index
-            touched.add(("service", name))
+            self.service_index[service_key(name)] = index
+            touched.add(service_topic(name))
 
     def _index(self, svc: dict[str, Any], node: str, add: bool) -> None:
         """Add an instance to (or drop it from) the by-name and by-connect-name indexes."""
         for table, name in ((self.by_name, svc["Service"]), (self.by_connect, _connect_name(svc))):
             if name is None:
                 continue
+            key = service_key(name)
             if add:
-                table.setdefault(name, set()).add((node, svc["ID"]))
+                table.setdefault(key, set()).add((node, svc["ID"]))
                 continue
-            table[name].discard((node, svc["ID"]))
-            if not table[name]:
-                del table[name]
+            table[key].discard((node, svc["ID"]))
+            if not table[key]:
+                del table[key]
 
     def _touch_node(self, node: str, index: int, touched: set[tuple[str, ...]]) -> None:
         """A node-level change affects every service on the node."""
