@@ -26,7 +26,7 @@ from aiohttp import web
 from bench import cluster
 from bench.bare import use_uvloop
 from bench.cluster import Proc
-from bench.kv import BenchError, fmt, log, machine, run_bench, table
+from bench.kv import BenchError, add_run_options, fmt, log, machine, run_bench, table
 
 CPU_TARGET = 10.0  # % of one core
 RSS_TARGET = 80.0  # MB
@@ -379,11 +379,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clients", action="store_true",
                    help="run the checks and the observer on two client agents instead of two followers")
     p.add_argument("--seed", type=int, default=1, help="picks which endpoints are failed (default 1)")
-    p.add_argument("--start-timeout", type=float, default=60.0, help="seconds for the agents to come up")
+    add_run_options(p, 60.0, "the agents to come up")
     p.add_argument("--ready-timeout", type=float, default=300.0,
                    help="seconds from the end of registration until every check must be passing in the catalog")
-    p.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data dir")
-    p.add_argument("--keep", action="store_true", help="leave data dirs and logs for inspection")
     p.add_argument("--serve-endpoints", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the bench's child
     args = p.parse_args(argv)
     if not 1 <= args.checks <= 10_000:

@@ -27,7 +27,7 @@ from dnslib import QTYPE, DNSRecord
 from bench import cluster
 from bench.checks import pct
 from bench.cluster import Proc
-from bench.kv import BenchError, fmt, int_list, log, ratio, run_bench, table
+from bench.kv import BenchError, add_run_options, fmt, int_list, log, ratio, run_bench, table
 
 QNAME = "web.service.consul."
 ADDRESSES = ("192.0.2.1", "192.0.2.2", "192.0.2.3")  # TEST-NET-1: answered, never contacted
@@ -306,9 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--unbound-threads", type=int_list, default=[1, 2],
         help="unbound num-threads settings to measure; the best is the peer (default 1,2)",
     )  # fmt: skip
-    p.add_argument("--start-timeout", type=float, default=30.0, help="seconds for each server to answer")
-    p.add_argument("--workdir", type=Path, default=None, help="parent of the temporary directory")
-    p.add_argument("--keep", action="store_true", help="leave configs and logs for inspection")
+    add_run_options(p, 30.0, "each server to answer")
     args = p.parse_args(argv)
     if not 0 < args.seconds <= 120 or not 0 < args.paced_seconds <= 120:
         p.error("--seconds and --paced-seconds must be in (0, 120]")

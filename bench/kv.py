@@ -288,9 +288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--keys", type=int, default=1000, help="distinct keys (default 1000)")
     p.add_argument("--max-ops", type=int, default=3_000_000, help="cap on requests per step")
-    p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for each cluster")
-    p.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data dir")
-    p.add_argument("--keep", action="store_true", help="leave data dirs and logs for inspection")
+    add_run_options(p, 60.0, "each cluster to come up")
     args = p.parse_args(argv)
     args.target = PLACEMENTS[args.target]
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -307,6 +305,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def terminated(signum: int, frame: object) -> None:
     log("terminated; stopping servers")
     sys.exit(143)  # unwinds through the finally blocks that stop every process
+
+
+def add_run_options(p: argparse.ArgumentParser, start_timeout: float, what_starts: str) -> None:
+    """The flags every bench shares: how long its processes may take to start, and where its work dir goes."""
+    p.add_argument("--start-timeout", type=float, default=start_timeout,
+                   help=f"seconds for {what_starts} (default {start_timeout:g})")
+    p.add_argument("--workdir", type=Path, default=None, help="parent of the temporary work dir")
+    p.add_argument("--keep", action="store_true", help="leave the work dir (data, configs, logs) for inspection")
 
 
 def run_bench(prefix: str, parent: str | None, keep: bool, body: Callable[[Path], int],

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench import cluster
 from bench.cluster import Proc
-from bench.kv import BenchError, fmt, log, ratio, run_bench, table
+from bench.kv import BenchError, add_run_options, fmt, log, ratio, run_bench, table
 
 INSTALL = "apt-get install -y nginx-light haproxy wrk"
 SMALL = "/1k"  # the 1 KiB body every request fetches
@@ -634,9 +634,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=32, help="wrk -c (default 32)")
     p.add_argument("--no-2t", dest="two_threads", action="store_false",
                    help="skip the extra HAProxy nbthread 2 paths")
-    p.add_argument("--start-timeout", type=float, default=30.0, help="seconds for each process to be ready")
-    p.add_argument("--workdir", type=Path, default=None, help="parent of the temporary directory")
-    p.add_argument("--keep", action="store_true", help="leave configs, certificates and logs for inspection")
+    add_run_options(p, 30.0, "each process to be ready")
     args = p.parse_args(argv)
     if not 0 < args.seconds <= 120 or not 0 <= args.warmup <= 60:
         p.error("--seconds must be in (0, 120] and --warmup in [0, 60]")

@@ -34,7 +34,7 @@ class Contexts:
     serial: str  # of the leaf, for logs
 
 
-def _context(purpose: int, leaf: dict[str, Any], roots: dict[str, Any]) -> ssl.SSLContext:
+def _context(purpose: int, chain_file: str, roots: dict[str, Any]) -> ssl.SSLContext:
     ctx = ssl.SSLContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # the maximum is left at 1.3, which both sides then prefer
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -45,21 +45,22 @@ def _context(purpose: int, leaf: dict[str, Any], roots: dict[str, Any]) -> ssl.S
         pems.append(root["RootCert"])
         pems.extend(root.get("IntermediateCerts") or [])
     ctx.load_verify_locations(cadata="\n".join(pems))
-    # The ssl module loads a key only from a file: write it to a private temporary file, on this host only,
-    # and remove it at once.
-    fd, path = tempfile.mkstemp(prefix="buoy-leaf-", suffix=".pem")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(leaf["CertPEM"].rstrip() + "\n" + leaf["PrivateKeyPEM"])
-        ctx.load_cert_chain(path)
-    finally:
-        os.unlink(path)
+    ctx.load_cert_chain(chain_file)
     return ctx
 
 
 def build(leaf: dict[str, Any], roots: dict[str, Any]) -> Contexts:
-    return Contexts(_context(ssl.PROTOCOL_TLS_SERVER, leaf, roots), _context(ssl.PROTOCOL_TLS_CLIENT, leaf, roots),
-                    str(roots.get("TrustDomain") or "").lower(), str(leaf.get("SerialNumber", "")))
+    # The ssl module loads a key only from a file: write it to a private temporary file, on this host only,
+    # load both contexts from it, and remove it at once.
+    fd, path = tempfile.mkstemp(prefix="buoy-leaf-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(leaf["CertPEM"].rstrip() + "\n" + leaf["PrivateKeyPEM"])
+        server = _context(ssl.PROTOCOL_TLS_SERVER, path, roots)
+        client = _context(ssl.PROTOCOL_TLS_CLIENT, path, roots)
+    finally:
+        os.unlink(path)
+    return Contexts(server, client, str(roots.get("TrustDomain") or "").lower(), str(leaf.get("SerialNumber", "")))
 
 
 def peer_service(sslobj: Any, trust_domain: str) -> SpiffeService:

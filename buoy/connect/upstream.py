@@ -68,9 +68,8 @@ class UpstreamListener(Listener):
             remote = await self._connect(endpoint)
             if remote is None:
                 continue
-            if side.closed:
+            if side.closed:  # the client left while we connected (its end is already counted out)
                 remote.close()
-                self.gone(side)
             else:
                 link(side, remote)
             return

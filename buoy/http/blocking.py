@@ -18,6 +18,7 @@ from buoy.http import forward
 from buoy.http.bexpr import Predicate, compile_filter
 from buoy.http.errors import bad_request
 from buoy.http.respond import render
+from buoy.server.state.catalog import service_topic
 from buoy.server.state.store import Topic
 
 Compute = Callable[[], tuple[int, Any]]
@@ -119,3 +120,10 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
             if server.hub.closed:
                 break
     return render(request, _filtered(pred, payload), headers_for(request, index, mode))
+
+
+async def service_read(request: web.Request, name: str, rows: Callable[[], Any]) -> web.Response:
+    """A blocking read of one service's instances: answered at that service's own index and woken only by a
+    change to it (the name matched as the catalog matches it, without regard to case)."""
+    catalog = request.app["agent"].server.store.catalog
+    return await blocking(request, lambda: (catalog.name_index(name), rows()), topics=[service_topic(name)])

@@ -9,12 +9,11 @@ from aiohttp import web
 
 from buoy.agent.definitions import service_row
 from buoy.http import encode
-from buoy.http.blocking import blocking, request_filter
+from buoy.http.blocking import blocking, request_filter, service_read
 from buoy.http.decode import Fields, read_json
 from buoy.http.errors import bad_request
 from buoy.http.filters import node_meta_filter, tag_filter
 from buoy.http.respond import json_response
-from buoy.server.state.catalog import service_topic
 
 routes = web.RouteTableDef()
 
@@ -153,12 +152,8 @@ async def _instances(request: web.Request, connect: bool) -> web.Response:
     name = request.match_info["service"]
     catalog = request.app["agent"].server.store.catalog
     tags_ok, meta_ok = tag_filter(request), node_meta_filter(request)
-
-    def compute() -> tuple[int, Any]:
-        rows = [encode.service_node(n, s) for n, s in catalog.instances(name, connect) if tags_ok(s) and meta_ok(n)]
-        return catalog.name_index(name), rows
-
-    return await blocking(request, compute, topics=[service_topic(name)])
+    return await service_read(request, name, lambda: [
+        encode.service_node(n, s) for n, s in catalog.instances(name, connect) if tags_ok(s) and meta_ok(n)])
 
 
 @routes.get("/v1/catalog/service/{service}")

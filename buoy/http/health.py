@@ -7,10 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from buoy.http import encode
-from buoy.http.blocking import blocking
+from buoy.http.blocking import blocking, service_read
 from buoy.http.errors import HTTPError
 from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
-from buoy.server.state.catalog import service_topic
 
 routes = web.RouteTableDef()
 
@@ -39,14 +38,9 @@ async def checks(request: web.Request) -> web.Response:
     catalog = request.app["agent"].server.store.catalog
     meta_ok = node_meta_filter(request)
 
-    def compute() -> tuple[int, Any]:
-        out: list[Any] = []
-        for n, s in catalog.instances(name):
-            if meta_ok(n):
-                out.extend(c for c in catalog.service_checks(n["Node"], s["ID"]) if c["ServiceID"] == s["ID"])
-        return catalog.name_index(name), out
-
-    return await blocking(request, compute, topics=[service_topic(name)])
+    return await service_read(request, name, lambda: [
+        c for n, s in catalog.instances(name) if meta_ok(n)
+        for c in catalog.service_checks(n["Node"], s["ID"]) if c["ServiceID"] == s["ID"]])
 
 
 async def _instances(request: web.Request, connect: bool) -> web.Response:
@@ -56,12 +50,9 @@ async def _instances(request: web.Request, connect: bool) -> web.Response:
     catalog = request.app["agent"].server.store.catalog
     tags_ok, meta_ok, passing = tag_filter(request), node_meta_filter(request), passing_filter(request)
 
-    def compute() -> tuple[int, Any]:
-        out = [service_entry(n, s, chks) for n, s, chks in catalog.health_entries(name, connect)
-               if tags_ok(s) and meta_ok(n) and not (passing and any(c["Status"] != "passing" for c in chks))]
-        return catalog.name_index(name), out
-
-    return await blocking(request, compute, topics=[service_topic(name)])
+    return await service_read(request, name, lambda: [
+        service_entry(n, s, chks) for n, s, chks in catalog.health_entries(name, connect)
+        if tags_ok(s) and meta_ok(n) and not (passing and any(c["Status"] != "passing" for c in chks))])
 
 
 @routes.get("/v1/health/service/{service}")

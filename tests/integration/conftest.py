@@ -140,6 +140,18 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
 
 
+def wait_started(proc: subprocess.Popen[Any], ready: Callable[[], Any], log: Path, what: str,
+                 timeout: float = START_DEADLINE) -> None:
+    """Poll ``ready`` until it is true; a failure (with the log's tail) if ``proc`` exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} was not ready after {timeout:g}s:\n{_tail(log)}")
+        time.sleep(0.05)
+
+
 def _stop(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -162,13 +174,7 @@ def running_dev_agent(log_dir: Path, *extra: str) -> Iterator[DevAgent]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
     try:
-        deadline = time.monotonic() + START_DEADLINE
-        while not _leader(http_port):
-            if proc.poll() is not None:
-                pytest.fail(f"buoy agent -dev exited with {proc.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"buoy agent -dev had no leader after {START_DEADLINE}s:\n{_tail(log)}")
-            time.sleep(0.05)
+        wait_started(proc, lambda: _leader(http_port), log, "buoy agent -dev (waiting for a leader)")
         yield DevAgent(proc.pid, http_port, server_port, log)
     finally:
         _stop(proc)

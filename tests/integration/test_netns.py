@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO, clean_env, wait_until
+from tests.integration.conftest import REPO, clean_env, wait_started, wait_until
 
 SUBNET = "10.77.0"
 SERVERS, CLIENTS = 3, 2
@@ -105,14 +105,8 @@ class Net:
         the namespace's loopback; waits until it logs "proxy running"."""
         log = self.run_in(host, name, sys.executable, "-m", "buoy", "connect", "proxy", "-sidecar-for", sidecar_for,
                           "-http-addr", f"{self.addr(host)}:8500", "-metrics-addr", f"127.0.0.1:{metrics_port}")
-        proc = self.procs[name]
-        deadline = time.monotonic() + 30
-        while "proxy running" not in log.read_text(errors="replace"):
-            if proc.poll() is not None:
-                pytest.fail(f"proxy {name} exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"proxy {name} was not running after 30s:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
+        wait_started(self.procs[name], lambda: "proxy running" in log.read_text(errors="replace"), log,
+                     f"proxy {name}", 30)
         return log
 
     def sh(self, host: int, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,7 +36,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import REPO, DevAgent, _stop, clean_env, free_port, running_dev_agent, wait_until
+from tests.integration.conftest import (
+    REPO,
+    DevAgent,
+    _stop,
+    clean_env,
+    free_port,
+    running_dev_agent,
+    wait_started,
+    wait_until,
+)
 
 READY_TIMEOUT = 20.0
 IO_TIMEOUT = 10.0
@@ -125,13 +133,7 @@ def proxies(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
         proxy = Proxy(proc, log, metrics_port)
         started.append(proxy)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "proxy running" not in proxy.text():
-            if proc.poll() is not None:
-                pytest.fail(f"the proxy exited with {proc.returncode}:\n{proxy.text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the proxy was not running after {READY_TIMEOUT}s:\n{proxy.text()}")
-            time.sleep(0.05)
+        wait_started(proc, lambda: "proxy running" in proxy.text(), log, "the proxy", READY_TIMEOUT)
         return proxy
 
     yield start
@@ -189,6 +191,26 @@ def intention(agent: DevAgent, source: str, destination: str, action: str) -> No
 
 def passing(agent: DevAgent, name: str) -> int:
     return len(api(agent, "GET", f"/v1/health/connect/{name}?passing"))
+
+
+@dataclass
+class Pair:
+    """A service behind its sidecar and a client whose sidecar has it as an upstream, both proxies running."""
+
+    name: str  # the service; its backend answers with this name
+    up: int  # the client's upstream port
+    server: Proxy
+    client: Proxy
+
+
+def pair(agent: DevAgent, backends: Any, proxies: Any, prefix: str) -> Pair:
+    name, client, up = unique(prefix), unique(f"{prefix}-client"), free_port()
+    sidecar(agent, name, backends(name).port)
+    sidecar(agent, client, 1, upstreams=[upstream(name, up)])
+    server_proxy = proxies(agent, "-sidecar-for", name)
+    client_proxy = proxies(agent, "-sidecar-for", client)
+    wait_until(lambda: passing(agent, name) == 1, "the sidecar passing", timeout=30)
+    return Pair(name, up, server_proxy, client_proxy)
 
 
 def pems(agent: DevAgent, tmp_path: Path, service: str) -> tuple[Path, Path, Path]:
@@ -380,13 +402,8 @@ def test_rotation_keeps_open_connections(own_agent: DevAgent, backends: Any, pro
     config = api(agent, "GET", "/v1/connect/ca/configuration")["Config"]
     api(agent, "PUT", "/v1/connect/ca/configuration", json={"Provider": "consul",
                                                             "Config": dict(config, LeafCertTTL="10s")})
-    name, client = unique("rot"), unique("rc")
-    up = free_port()
-    sidecar(agent, name, backends(name).port)
-    sidecar(agent, client, 1, upstreams=[upstream(name, up)])
-    server_proxy = proxies(agent, "-sidecar-for", name)
-    client_proxy = proxies(agent, "-sidecar-for", client)
-    wait_until(lambda: passing(agent, name) == 1, "the sidecar passing", timeout=30)
+    p = pair(agent, backends, proxies, "rot")
+    name, up, server_proxy, client_proxy = p.name, p.up, p.server, p.client
 
     with socket.create_connection(("127.0.0.1", up), timeout=IO_TIMEOUT) as open_conn:
         assert echo(open_conn, b"before") == b"before"
@@ -416,13 +433,8 @@ def test_rotation_keeps_open_connections(own_agent: DevAgent, backends: Any, pro
 
 def test_agent_stopped_proxies_carry_on(own_agent: DevAgent, backends: Any, proxies: Any) -> None:
     agent = own_agent
-    name, client = unique("keep"), unique("kc")
-    up = free_port()
-    sidecar(agent, name, backends(name).port)
-    sidecar(agent, client, 1, upstreams=[upstream(name, up)])
-    server_proxy = proxies(agent, "-sidecar-for", name)
-    client_proxy = proxies(agent, "-sidecar-for", client)
-    wait_until(lambda: passing(agent, name) == 1, "the sidecar passing", timeout=30)
+    p = pair(agent, backends, proxies, "keep")
+    name, up, server_proxy, client_proxy = p.name, p.up, p.server, p.client
     assert wait_until(lambda: http_get(up) == name, "a request through the pair")
 
     os.kill(agent.pid, signal.SIGKILL)
@@ -538,13 +550,7 @@ def test_standalone_proxy(agent: DevAgent, backends: Any, proxies: Any) -> None:
 
 def test_bulk_bytes_arrive_intact(agent: DevAgent, backends: Any, proxies: Any) -> None:
     """16 MiB each way through the pair, with back-pressure on every hop: nothing lost, reordered or reused."""
-    name, client = unique("bulk"), unique("bc")
-    up = free_port()
-    sidecar(agent, name, backends(name).port)
-    sidecar(agent, client, 1, upstreams=[upstream(name, up)])
-    proxies(agent, "-sidecar-for", name)
-    proxies(agent, "-sidecar-for", client)
-    wait_until(lambda: passing(agent, name) == 1, "the sidecar passing", timeout=30)
+    up = pair(agent, backends, proxies, "bulk").up
     payload = os.urandom(16 * 1024 * 1024)
     with socket.create_connection(("127.0.0.1", up), timeout=30) as s:
         sender = threading.Thread(target=s.sendall, args=(payload,))
