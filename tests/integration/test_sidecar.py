@@ -92,8 +92,15 @@ def test_blocking_connect_query_wakes_when_a_proxy_registers(dev_agent, base) ->
     answer: dict[str, Any] = {}
 
     def watch() -> None:
-        r = requests.get(f"{base}/v1/health/connect/{name}?index={index}&wait=20s", timeout=30)
-        answer.update(rows=r.json(), at=time.monotonic())
+        # As Consul's clients do: a blocking query may return early with nothing new (here when another
+        # service's change moves the index an unknown name answers with), so ask again from the new index.
+        at = index
+        for _ in range(10):
+            r = requests.get(f"{base}/v1/health/connect/{name}?index={at}&wait=20s", timeout=30)
+            answer.update(rows=r.json(), at=time.monotonic())
+            if answer["rows"]:
+                return
+            at = r.headers["X-Consul-Index"]
 
     watcher = threading.Thread(target=watch)
     watcher.start()
