@@ -19,8 +19,9 @@ from typing import Any
 
 from buoy import log
 from buoy.agent.definitions import ServiceDef, parse_check, parse_service
+from buoy.core.decode import DecodeFailed
+from buoy.core.errors import Error
 from buoy.durations import parse_duration
-from buoy.http.errors import HTTPError
 
 
 class ConfigError(Exception):
@@ -137,13 +138,12 @@ class Config:
             raise ConfigError(f"connect.ca_provider: {self.connect_ca_provider!r} is not supported: only the "
                               "built-in \"consul\" provider")
         if self.connect_ca_config:
-            from buoy.http.errors import HTTPError
             from buoy.server.ca import parse_config
 
             try:
                 parse_config(self.connect_ca_config)
-            except HTTPError as e:
-                raise ConfigError(f"connect.ca_config: {e.text}") from None
+            except Error as e:
+                raise ConfigError(f"connect.ca_config: {e.message}") from None
         if self.intentions_default not in ("", "allow", "deny"):
             raise ConfigError(f"intentions_default: {self.intentions_default!r} is not allow or deny")
         if self.dev:
@@ -350,9 +350,9 @@ def definitions(cfg: Config) -> tuple[list[tuple[dict[str, Any], list[dict[str, 
     """The config files' services (each with its embedded checks and the sidecar it asks for) and checks, as
     the agent keeps them."""
 
-    def located(d: Definition, word: str, e: HTTPError) -> ConfigError:
+    def located(d: Definition, word: str, e: Error) -> ConfigError:
         # The parsers name what they read "Service" or "Check" ("Service.Port: ..."); name the file's key.
-        text = e.text.removeprefix("Request decode failed: ")
+        text = e.detail if isinstance(e, DecodeFailed) else e.message
         rest = text[len(word):] if text.startswith((f"{word}.", f"{word}:")) else f": {text}"
         return ConfigError(f"{d.source}: {d.key}{rest}")
 
@@ -361,12 +361,12 @@ def definitions(cfg: Config) -> tuple[list[tuple[dict[str, Any], list[dict[str, 
     for d in cfg.services:
         try:
             services.append(parse_service(d.body, scripts=scripts))
-        except HTTPError as e:
+        except Error as e:
             raise located(d, "Service", e) from None
     for d in cfg.checks:
         try:
             checks.append(parse_check(d.body, "Check", scripts=scripts))
-        except HTTPError as e:
+        except Error as e:
             raise located(d, "Check", e) from None
     return services, checks
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from buoy.core.decode import DecodeFailed, Fields
+from buoy.core.errors import Invalid
 from buoy.durations import format_duration
-from buoy.http.decode import Fields
-from buoy.http.errors import bad_request
 
 SERVICE_FIELDS = {"ID", "Name", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "Kind", "Weights",
                   "EnableTagOverride", "Check", "Checks", "Token", "Namespace", "Partition", "SocketPath",
@@ -37,19 +37,19 @@ STATES = ("passing", "warning", "critical")
 def _host_port(what: str, field: str, target: str) -> None:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise bad_request(f"{what}: {field} must be host:port, not {target!r}")
+        raise Invalid(f"{what}: {field} must be host:port, not {target!r}")
 
 
 def _kind(f: Fields, what: str) -> tuple[str, str]:
     """The check's kind and the field that names it."""
     for field in NOT_SUPPORTED:
         if f.has(field):
-            raise bad_request(f"{what}: {field} checks are not supported by this agent")
+            raise Invalid(f"{what}: {field} checks are not supported by this agent")
     named = [field for field in KIND_FIELDS if f.has(field)]
     kinds = {KIND_FIELDS[field] for field in named}
     if len(kinds) != 1 or named == ["Args", "ScriptArgs"]:
         got = f", not {' and '.join(named)}" if named else ""
-        raise bad_request(f"{what}: a check needs exactly one of {KIND_NAMES}{got}")
+        raise Invalid(f"{what}: a check needs exactly one of {KIND_NAMES}{got}")
     return kinds.pop(), named[0]
 
 
@@ -57,20 +57,20 @@ def _probe_fields(f: Fields, what: str, field: str) -> dict[str, Any]:
     """Interval, timeout and thresholds, which every kind that probes on an interval shares."""
     interval = f.duration("Interval")
     if interval is None:
-        raise bad_request(f"{what}: Interval is required for {field} checks")
+        raise Invalid(f"{what}: Interval is required for {field} checks")
     if interval < MIN_INTERVAL:
-        raise bad_request(f"{what}: Interval must be at least 1s")
+        raise Invalid(f"{what}: Interval must be at least 1s")
     timeout = f.duration("Timeout")
     if timeout is not None and timeout <= 0:
-        raise bad_request(f"{what}: Timeout must be positive")
+        raise Invalid(f"{what}: Timeout must be positive")
     counts = {k: f.int(k) for k in ("SuccessBeforePassing", "FailuresBeforeCritical", "OutputMaxSize")}
     # Consul: FailuresBeforeWarning defaults to FailuresBeforeCritical and may not exceed it.
     counts["FailuresBeforeWarning"] = f.int("FailuresBeforeWarning", counts["FailuresBeforeCritical"])
     for k, v in counts.items():
         if v < 0:
-            raise bad_request(f"{what}: {k} must not be negative")
+            raise Invalid(f"{what}: {k} must not be negative")
     if counts["FailuresBeforeWarning"] > counts["FailuresBeforeCritical"]:
-        raise bad_request(f"{what}: FailuresBeforeWarning must not be greater than FailuresBeforeCritical")
+        raise Invalid(f"{what}: FailuresBeforeWarning must not be greater than FailuresBeforeCritical")
     return {"Interval": format_duration(interval), "Timeout": format_duration(timeout) if timeout else "", **counts}
 
 
@@ -80,29 +80,29 @@ def _definition(f: Fields, what: str, scripts: bool) -> tuple[str, dict[str, Any
     if kind == "ttl":
         ttl = f.duration("TTL")
         if ttl is None or ttl <= 0:
-            raise bad_request(f"{what}: TTL must be positive")
+            raise Invalid(f"{what}: TTL must be positive")
         return kind, {"TTL": format_duration(ttl)}
     if kind == "alias":
         alias = {"AliasService": f.str("AliasService"), "AliasNode": f.str("AliasNode")}
         if not any(alias.values()):
-            raise bad_request(f"{what}: AliasService or AliasNode must name what the check aliases")
+            raise Invalid(f"{what}: AliasService or AliasNode must name what the check aliases")
         return kind, alias
     if kind == "script" and not scripts:
-        raise bad_request(f"{what}: {SCRIPTS_DISABLED}")
+        raise Invalid(f"{what}: {SCRIPTS_DISABLED}")
     d = _probe_fields(f, what, field)
     if kind == "script":
         args = f.str_list(field)
         if not args or not args[0]:
-            raise bad_request(f"{what}: {field} must name a program to run")
+            raise Invalid(f"{what}: {field} must name a program to run")
         return kind, dict(d, Args=args)
     if kind == "http":
         url = f.str("HTTP")
         if not url.startswith(("http://", "https://")):
-            raise bad_request(f"{what}: HTTP must be an http:// or https:// URL, not {url!r}")
+            raise Invalid(f"{what}: HTTP must be an http:// or https:// URL, not {url!r}")
         header = f.raw("Header", {})
         if not isinstance(header, dict) or not all(
                 isinstance(v, list) and all(isinstance(x, str) for x in v) for v in header.values()):
-            raise bad_request(f"{what}: Header must map names to lists of strings")
+            raise Invalid(f"{what}: Header must map names to lists of strings")
         return kind, dict(d, HTTP=url, Method=f.str("Method") or "GET", Header=header, Body=f.str("Body"),
                           TLSSkipVerify=f.bool("TLSSkipVerify"))
     target = f.str(field)
@@ -110,7 +110,7 @@ def _definition(f: Fields, what: str, scripts: bool) -> tuple[str, dict[str, Any
     d[field] = target
     if kind == "grpc":
         if f.bool("GRPCUseTLS") and f.bool("TLSSkipVerify"):
-            raise bad_request(f"{what}: TLSSkipVerify is not supported for gRPC checks by this agent")
+            raise Invalid(f"{what}: TLSSkipVerify is not supported for gRPC checks by this agent")
         d.update(GRPCUseTLS=f.bool("GRPCUseTLS"), TLSServerName=f.str("TLSServerName"))
     elif kind == "h2ping":
         d.update(H2PingUseTLS=f.bool("H2PingUseTLS", True), TLSSkipVerify=f.bool("TLSSkipVerify"),
@@ -130,16 +130,16 @@ def parse_check(data: Any, what: str, service_id: str = "", default_id: str = ""
     reap_after = f.duration("DeregisterCriticalServiceAfter")
     if reap_after is not None:
         if reap_after < MIN_DEREGISTER_AFTER:
-            raise bad_request(f"{what}: DeregisterCriticalServiceAfter must be at least 1s")
+            raise Invalid(f"{what}: DeregisterCriticalServiceAfter must be at least 1s")
         definition["DeregisterCriticalServiceAfter"] = format_duration(reap_after)
     name = f.str("Name")
     check_id = f.str("CheckID") or f.str("ID") or default_id or name
     if not check_id:
-        raise bad_request(f"{what}: Missing check name")
+        raise Invalid(f"{what}: Missing check name")
     # Consul: a new check is critical until its first result, unless the definition says otherwise.
     status = f.str("Status") or "critical"
     if status not in STATES:
-        raise bad_request(f"{what}: Status must be passing, warning or critical, not {status!r}")
+        raise Invalid(f"{what}: Status must be passing, warning or critical, not {status!r}")
     return {
         "CheckID": check_id,
         "Name": name or check_id,
@@ -158,10 +158,10 @@ def parse_check(data: Any, what: str, service_id: str = "", default_id: str = ""
 def service_row(f: Fields, name: str) -> dict[str, Any]:
     """The AgentService fields shared by agent definitions and catalog registrations."""
     if not name:
-        raise bad_request("Missing service name")
+        raise Invalid("Missing service name")
     port = f.int("Port")
     if not 0 <= port <= 65535:
-        raise bad_request(f"Invalid service port {port}: must be between 0 and 65535")
+        raise Invalid(f"Invalid service port {port}: must be between 0 and 65535")
     weights = Fields(f.obj("Weights"), "Service.Weights", {"Passing", "Warning"})
     return {
         "ID": f.str("ID") or name,
@@ -190,7 +190,7 @@ ServiceDef = tuple[dict[str, Any], list[dict[str, Any]]]
 
 def _port(value: int, what: str) -> int:
     if not 0 <= value <= 65535:
-        raise bad_request(f"{what}: invalid port {value}: must be between 0 and 65535")
+        raise Invalid(f"{what}: invalid port {value}: must be between 0 and 65535")
     return value
 
 
@@ -198,9 +198,9 @@ def _upstream(data: Any, what: str) -> dict[str, Any]:
     f = Fields(data, what, UPSTREAM_FIELDS)
     kind = f.str("DestinationType") or "service"
     if kind not in ("service", "prepared_query"):
-        raise bad_request(f"{what}: DestinationType must be service or prepared_query, not {kind!r}")
+        raise Invalid(f"{what}: DestinationType must be service or prepared_query, not {kind!r}")
     if not f.str("DestinationName"):
-        raise bad_request(f"{what}: Upstream destination name cannot be empty")
+        raise Invalid(f"{what}: Upstream destination name cannot be empty")
     row = {"DestinationType": kind, "DestinationName": f.str("DestinationName"),
            "LocalBindPort": _port(f.int("LocalBindPort"), f"{what}.LocalBindPort"), "MeshGateway": {}}
     # Consul leaves these out of its JSON when unset.
@@ -214,10 +214,10 @@ def parse_proxy(data: Any, what: str) -> dict[str, Any]:
     f = Fields(data, what, PROXY_FIELDS)
     upstreams = f.raw("Upstreams", [])
     if not isinstance(upstreams, list):
-        raise bad_request(f"Request decode failed: {what}.Upstreams: expected a list")
+        raise DecodeFailed(f"{what}.Upstreams: expected a list")
     mode = f.str("Mode")
     if mode not in ("", "direct", "transparent"):
-        raise bad_request(f"{what}: Mode must be direct or transparent, not {mode!r}")
+        raise Invalid(f"{what}: Mode must be direct or transparent, not {mode!r}")
     return {
         "DestinationServiceName": f.str("DestinationServiceName"),
         "DestinationServiceID": f.str("DestinationServiceID"),
@@ -240,7 +240,7 @@ def _embedded_checks(f: Fields, svc: dict[str, Any], scripts: bool) -> list[dict
         default = f"service:{sid}" if len(raw_checks) == 1 else f"service:{sid}:{i + 1}"
         check = parse_check(raw, f"{f.what}.Checks[{i}]", sid, default, scripts)
         if check["ServiceID"] != sid:
-            raise bad_request(f"{f.what}.Checks[{i}]: ServiceID must be {sid!r}")
+            raise Invalid(f"{f.what}.Checks[{i}]: ServiceID must be {sid!r}")
         if not check["Name"] or check["Name"] == default:
             check["Name"] = f"Service '{svc['Service']}' check"
         checks.append(check)
@@ -250,9 +250,9 @@ def _embedded_checks(f: Fields, svc: dict[str, Any], scripts: bool) -> list[dict
 def _check_proxy(svc: dict[str, Any], what: str) -> None:
     """Consul's rules for a connect-proxy registration."""
     if not svc["Proxy"]["DestinationServiceName"]:
-        raise bad_request(f"{what}: Proxy.DestinationServiceName must be non-empty for Connect proxy services")
+        raise Invalid(f"{what}: Proxy.DestinationServiceName must be non-empty for Connect proxy services")
     if not svc["Port"]:
-        raise bad_request(f"{what}: Port must be non-zero for a Connect proxy service")
+        raise Invalid(f"{what}: Port must be non-zero for a Connect proxy service")
 
 
 def _sidecar(parent: dict[str, Any], data: Any, scripts: bool) -> ServiceDef:
@@ -261,7 +261,7 @@ def _sidecar(parent: dict[str, Any], data: Any, scripts: bool) -> ServiceDef:
     f = Fields(data, SIDECAR, SERVICE_FIELDS - {"Connect"})
     svc = service_row(f, f.str("Name") or parent["Service"] + SIDECAR_SUFFIX)
     if svc["Kind"] not in ("", CONNECT_PROXY):
-        raise bad_request(f"{SIDECAR}: Kind must be {CONNECT_PROXY}, not {svc['Kind']!r}")
+        raise Invalid(f"{SIDECAR}: Kind must be {CONNECT_PROXY}, not {svc['Kind']!r}")
     proxy = parse_proxy(f.obj("Proxy"), f"{SIDECAR}.Proxy")
     if not proxy["LocalServiceAddress"] or not proxy["LocalServicePort"]:
         proxy["LocalServiceAddress"] = proxy["LocalServiceAddress"] or "127.0.0.1"
@@ -301,6 +301,6 @@ def parse_service(data: Any, scripts: bool = False) -> tuple[dict[str, Any], lis
     sidecar = None
     if connect.has("SidecarService"):
         if svc["Kind"]:
-            raise bad_request(f"{SIDECAR}: a {svc['Kind']} service cannot have a sidecar")
+            raise Invalid(f"{SIDECAR}: a {svc['Kind']} service cannot have a sidecar")
         sidecar = _sidecar(svc, connect.obj("SidecarService"), scripts)
     return svc, _embedded_checks(f, svc, scripts), sidecar

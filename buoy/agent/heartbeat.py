@@ -14,9 +14,8 @@ import buoy
 from buoy.agent.sync import node_fields
 from buoy.api.client import ClientError
 from buoy.config import Config
-from buoy.http.errors import HTTPError
+from buoy.core.errors import Error
 from buoy.server.heartbeats import BEATS_PER_TTL
-from buoy.server.raft import RaftError
 
 log = structlog.get_logger("buoy.heartbeat")
 RETRY_AFTER = 0.5
@@ -43,7 +42,7 @@ class Heartbeater:
         while True:
             try:
                 answer = await self.send(self.payload)
-            except (ClientError, HTTPError, RaftError) as e:
+            except (ClientError, Error) as e:
                 if not failing:
                     log.warning("heartbeat failed, retrying", error=str(e))
                 failing = True

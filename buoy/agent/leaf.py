@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from buoy.agent.versioned import Versioned
 from buoy.api.client import Client, ClientError
 from buoy.config import Config
-from buoy.http.errors import HTTPError
+from buoy.core.errors import Failed
 from buoy.server.ca import colon_hex, generate_key, key_pem, service_uri
 from buoy.server.server import CA_SIGN
 
@@ -141,7 +141,7 @@ class LeafCerts:
         roots, _ = await self.roots.get()
         active = _active(roots)
         if active is None:
-            raise HTTPError(500, "CA is uninitialized and unable to sign certificates yet: no root certificate")
+            raise Failed("CA is uninitialized and unable to sign certificates yet: no root certificate")
         uri = service_uri(roots["TrustDomain"], self.cfg.datacenter, leaf.service)
         # Leaves use the root's key type, as Consul's do; generating an RSA key takes long enough to matter.
         key = await asyncio.get_running_loop().run_in_executor(

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from buoy.http.errors import HTTPError
+from buoy.core.errors import Invalid
 
 FORMAT_VERSION = 1
 STATUS_FLUSH = 2.0
@@ -74,7 +74,7 @@ class LocalState:
         for check in checks:
             old = self.checks.get(check["CheckID"])
             if old is not None and old["ServiceID"] != svc["ID"]:
-                raise HTTPError(400, f"Check ID {check['CheckID']!r} belongs to another service")
+                raise Invalid(f"Check ID {check['CheckID']!r} belongs to another service")
         self.services[svc["ID"]] = svc
         for check in checks:
             self._put_check(check)
@@ -90,7 +90,7 @@ class LocalState:
 
     def add_check(self, check: dict[str, Any]) -> None:
         if check["ServiceID"] and check["ServiceID"] not in self.services:
-            raise HTTPError(400, f"ServiceID {check['ServiceID']!r} does not exist")
+            raise Invalid(f"ServiceID {check['ServiceID']!r} does not exist")
         self._put_check(check)
         self._changed()
 

@@ -18,8 +18,8 @@ from buoy.agent.local import LocalState
 from buoy.agent.sync import AntiEntropy, Catalog
 from buoy.agent.versioned import Versioned
 from buoy.config import Config, ConfigError
+from buoy.core.errors import Error, Failed, NotFound
 from buoy.durations import parse_duration
-from buoy.http.errors import HTTPError
 
 log = structlog.get_logger("buoy.node")
 PROBED: dict[str, Kind] = {"http": http.KIND, "tcp": tcp.KIND, "udp": udp.KIND, "grpc": grpc.KIND,
@@ -135,7 +135,7 @@ class NodeAgent:
             port = old["Port"] if old is not None and old["Port"] in SIDECAR_PORTS else next(
                 (p for p in SIDECAR_PORTS if p not in used), None)
             if port is None:
-                raise HTTPError(500, "no port provided for sidecar_service and none left in the configured range "
+                raise Failed("no port provided for sidecar_service and none left in the configured range "
                                      f"[{SIDECAR_PORTS.start}, {SIDECAR_PORTS.stop - 1}]")
             svc = dict(svc, Port=port)
         return svc, checks or sidecar_checks(svc)
@@ -145,7 +145,7 @@ class NodeAgent:
         checks = [cid for cid, c in self.local.checks.items() if c["ServiceID"] == service_id]
         side = self.local.services.get(service_id + SIDECAR_SUFFIX)
         if not self.local.remove_service(service_id):
-            raise HTTPError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
+            raise NotFound(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
                                  "not the service name.")
         for cid in checks:
             self._halt(cid)
@@ -158,7 +158,7 @@ class NodeAgent:
 
     def deregister_check(self, check_id: str) -> None:
         if not self.local.remove_check(check_id):
-            raise HTTPError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
+            raise NotFound(f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
                                  "not the check name.")
         self._halt(check_id)
 
@@ -166,10 +166,10 @@ class NodeAgent:
         """A TTL check's report (pass/warn/fail/update): new status, and the countdown starts again."""
         check = self.local.checks.get(check_id)
         if check is None:
-            raise HTTPError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
+            raise NotFound(f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
                                  "not the check name.")
         if check["Type"] != "ttl":
-            raise HTTPError(500, f"Check {check_id!r} is not a TTL check: its status comes from its probe")
+            raise Failed(f"Check {check_id!r} is not a TTL check: its status comes from its probe")
         self.local.set_status(check_id, status, output)
         self.ttl.arm(check_id, check["Definition"]["TTL"])
         self._watch_critical(self.local.checks[check_id])
@@ -178,7 +178,7 @@ class NodeAgent:
         """Consul's maintenance mode: a check in state ``maintenance`` takes the service (or, without a
         service, the whole node) out of healthy results until it is disabled; it persists like any check."""
         if service_id is not None and service_id not in self.local.services:
-            raise HTTPError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
+            raise NotFound(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
                                  "not the service name.")
         cid = f"_service_maintenance:{service_id}" if service_id is not None else "_node_maintenance"
         if not enable:
@@ -216,8 +216,8 @@ class NodeAgent:
             if sidecar is not None:
                 try:
                     services.append(self.complete_sidecar(sidecar, taken))
-                except HTTPError as e:
-                    raise ConfigError(f"service {svc['ID']!r}: {e.text}") from None
+                except Error as e:
+                    raise ConfigError(f"service {svc['ID']!r}: {e.message}") from None
                 taken.add(services[-1][0]["Port"])
         ids = {svc["ID"] for svc, _ in services}
         targets = ids | (local.services.keys() - local.config_services)

@@ -20,8 +20,7 @@ import structlog
 
 from buoy.api.client import ClientError
 from buoy.config import Config
-from buoy.http.errors import HTTPError
-from buoy.server.raft import RaftError
+from buoy.core.errors import Error
 
 log = structlog.get_logger("buoy.sync")
 OUTPUT_UPDATE_INTERVAL = 300.0
@@ -92,7 +91,7 @@ class AntiEntropy:
             full, self._full = self._full, False
             try:
                 await self.sync(full)
-            except (HTTPError, RaftError, ClientError) as e:
+            except (Error, ClientError) as e:
                 log.info("sync with the catalog failed, retrying", error=str(e))
                 self._full = True  # what reached the catalog is unknown now
                 await asyncio.sleep(RETRY_AFTER)

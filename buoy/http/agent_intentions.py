@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from buoy.agent.intentions import IntentionCache, NotAService, default_for, parse_spiffe
-from buoy.http.decode import Fields, read_json
-from buoy.http.errors import HTTPError, bad_request
+from buoy.core.decode import Fields
+from buoy.core.errors import Invalid
+from buoy.http.decode import read_json
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
@@ -36,15 +37,15 @@ async def authorize(request: web.Request) -> web.Response:
     f = Fields(await read_json(request), "Request")
     target = f.str("Target")
     if not target:
-        raise bad_request("Target service must be specified")
+        raise Invalid("Target service must be specified")
     try:
         client = parse_spiffe(f.str("ClientCertURI"))
     except NotAService:
-        raise bad_request("ClientCertURI not a valid Service identifier") from None
+        raise Invalid("ClientCertURI not a valid Service identifier") from None
     except ValueError:
-        raise bad_request("ClientCertURI not a valid Connect identifier") from None
+        raise Invalid("ClientCertURI not a valid Connect identifier") from None
     if client.partition != "default":
-        raise HTTPError(400, f'Mismatched partitions: "{client.partition}" != "default"')
+        raise Invalid(f'Mismatched partitions: "{client.partition}" != "default"')
     cache: IntentionCache = request.app[CACHE]
     decision = await cache.authorize(target, client.service, client.namespace)
     return json_response(request, {"Authorized": decision.allowed, "Reason": decision.reason})

@@ -10,8 +10,8 @@ from aiohttp import web
 import buoy
 from buoy.agent.heartbeat import member_fields
 from buoy.api.client import ClientError
+from buoy.core.errors import Failed
 from buoy.http import encode, proxy
-from buoy.http.errors import HTTPError
 from buoy.http.respond import json_response
 from buoy.server.state.members import ALIVE, STATUS_CODES
 
@@ -86,9 +86,9 @@ async def force_leave(request: web.Request) -> web.Response:
 @routes.put("/v1/agent/join/{addr}")
 async def join(request: web.Request) -> web.Response:
     if "wan" in request.query:
-        raise HTTPError(500, "WAN join is not supported: this agent has one datacenter")
+        raise Failed("WAN join is not supported: this agent has one datacenter")
     try:
         await request.app["agent"].join(request.match_info["addr"])
     except ClientError as e:
-        raise HTTPError(500, f"Error joining address '{request.match_info['addr']}': {e}") from None
+        raise Failed(f"Error joining address '{request.match_info['addr']}': {e}") from None
     return web.Response()

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from buoy.agent.reload import reload
 from buoy.config import ConfigError
-from buoy.http.errors import HTTPError
+from buoy.core.errors import Failed
 
 routes = web.RouteTableDef()
 
@@ -17,5 +17,5 @@ async def agent_reload(request: web.Request) -> web.Response:
     try:
         reload(request.app["agent"])
     except ConfigError as e:
-        raise HTTPError(500, str(e)) from None
+        raise Failed(str(e)) from None
     return web.Response()

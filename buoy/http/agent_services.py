@@ -10,9 +10,10 @@ import orjson
 from aiohttp import web
 
 from buoy.agent.definitions import STATES, parse_check, parse_service
+from buoy.core.decode import Fields
+from buoy.core.errors import Invalid, NotFound
 from buoy.http.blocking import parse_wait
-from buoy.http.decode import Fields, read_json
-from buoy.http.errors import HTTPError, bad_request
+from buoy.http.decode import read_json
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
@@ -50,7 +51,7 @@ def _hashed(request: web.Request) -> dict[str, Any]:
     """The service as Consul's /v1/agent/service/:id returns it, with its ContentHash."""
     svc = _node(request).local.services.get(request.match_info["id"])
     if svc is None:
-        raise HTTPError(404, f'unknown service ID: {request.match_info["id"]}')
+        raise NotFound(f'unknown service ID: {request.match_info["id"]}')
     out = _service_out(request, svc)
     digest = hashlib.sha256(orjson.dumps(out, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return dict(out, ContentHash=digest)
@@ -130,7 +131,7 @@ async def check_update(request: web.Request) -> web.Response:
     f = Fields(await read_json(request), "Request", {"Status", "Output"})
     status = f.str("Status")
     if status not in STATES:
-        raise bad_request(f"Invalid check status: {status!r}")
+        raise Invalid(f"Invalid check status: {status!r}")
     _node(request).report(request.match_info["id"], status, f.str("Output"))
     return web.Response()
 
@@ -168,9 +169,9 @@ async def health_by_name(request: web.Request) -> web.Response:
 def _enable(request: web.Request) -> bool:
     value = request.query.get("enable")
     if value is None:
-        raise bad_request("Missing value for enable")
+        raise Invalid("Missing value for enable")
     if value.lower() not in ("true", "false"):
-        raise bad_request(f"Invalid value for enable: {value!r}")
+        raise Invalid(f"Invalid value for enable: {value!r}")
     return value.lower() == "true"
 
 

@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from buoy.api.client import APIError, ClientError
+from buoy.core.errors import Error, Failed
 from buoy.http import (
     agent_connect,
     agent_intentions,
@@ -31,8 +32,7 @@ from buoy.http import (
     txn,
 )
 from buoy.http.decode import MAX_JSON_BODY
-from buoy.http.errors import HTTPError
-from buoy.server.raft import RaftError
+from buoy.http.errors import status_of
 
 log = structlog.get_logger("buoy.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,12 +55,10 @@ def guarded(handler: Handler) -> Handler:
             if request.query_string:
                 dc = request.query.get("dc")
                 if dc and dc != request.app["agent"].cfg.datacenter:
-                    raise HTTPError(500, "No path to datacenter")
+                    raise Failed("No path to datacenter")
             response = await handler(request)
-        except HTTPError as e:
-            response = _text(e.status, e.text)
-        except RaftError as e:
-            response = _text(500, str(e))
+        except Error as e:
+            response = _text(status_of(e), e.message)
         except APIError as e:  # a server's answer to a call made on the caller's behalf: passed on as is
             response = _text(e.status, e.body.strip())
         except ClientError as e:  # the servers could not be reached for that call

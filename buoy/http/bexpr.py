@@ -14,16 +14,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from buoy.http.errors import HTTPError
+from buoy.core.errors import Invalid
 
 Predicate = Callable[[Any], bool]
 
 
-class FilterError(HTTPError):
-    """A malformed expression or an unknown selector: a 400 with the reason."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(400, text)
+class FilterError(Invalid):
+    """A malformed expression or an unknown selector."""
 
 
 _TOKEN = re.compile(

@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.errors import Invalid
 from buoy.durations import parse_duration
 from buoy.http import forward
 from buoy.http.bexpr import Predicate, compile_filter
-from buoy.http.errors import bad_request
 from buoy.http.respond import render
 from buoy.server.state.catalog import service_topic
 from buoy.server.state.store import Topic
@@ -34,7 +34,7 @@ def parse_wait(request: web.Request) -> tuple[int, float]:
             if index < 0:
                 raise ValueError
         except ValueError:
-            raise bad_request("Invalid index") from None
+            raise Invalid("Invalid index") from None
     wait = cfg.default_query_time
     if "wait" in q:
         try:
@@ -42,7 +42,7 @@ def parse_wait(request: web.Request) -> tuple[int, float]:
             if wait < 0:
                 raise ValueError
         except ValueError:
-            raise bad_request("Invalid wait time") from None
+            raise Invalid("Invalid wait time") from None
     if not index:
         return 0, wait
     wait = min(wait, cfg.max_query_time) if wait else cfg.default_query_time
@@ -57,7 +57,7 @@ async def consistency(request: web.Request) -> str:
     q = request.query
     stale, consistent = "stale" in q, "consistent" in q
     if stale and consistent:
-        raise bad_request("Cannot specify ?stale with ?consistent, conflicting semantics.")
+        raise Invalid("Cannot specify ?stale with ?consistent, conflicting semantics.")
     server = request.app["agent"].server
     if consistent:
         await server.barrier()

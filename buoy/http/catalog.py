@@ -8,10 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from buoy.agent.definitions import service_row
+from buoy.core.decode import Fields
+from buoy.core.errors import Invalid
 from buoy.http import encode
 from buoy.http.blocking import blocking, request_filter, service_read
-from buoy.http.decode import Fields, read_json
-from buoy.http.errors import bad_request
+from buoy.http.decode import read_json
 from buoy.http.filters import node_meta_filter, tag_filter
 from buoy.http.respond import json_response
 
@@ -44,10 +45,10 @@ def _check(data: Any, node: str, i: int) -> dict[str, Any]:
     f = Fields(data, f"Checks[{i}]", CHECK_FIELDS)
     check_id = f.str("CheckID") or f.str("ID") or f.str("Name")
     if not check_id:
-        raise bad_request("Missing check name")
+        raise Invalid("Missing check name")
     status = f.str("Status") or "critical"
     if status not in HEALTH:
-        raise bad_request(f"Invalid check status {status!r}")
+        raise Invalid(f"Invalid check status {status!r}")
     definition = f.obj("Definition") or {}
     return {
         "Node": f.str("Node") or node,
@@ -70,10 +71,10 @@ def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
     f = Fields(body, "Request", REGISTER_FIELDS)
     node = f.str("Node")
     if not node:
-        raise bad_request("Missing node name")
+        raise Invalid("Missing node name")
     address = f.str("Address")
     if not address:
-        raise bad_request("Missing node address")
+        raise Invalid("Missing node address")
     dc = f.str("Datacenter") or default_dc
     reg: dict[str, Any] = {
         "Node": node, "Address": address, "ID": f.str("ID"), "Datacenter": dc,
@@ -85,7 +86,7 @@ def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
     reg["Checks"] = [_check(c, node, i) for i, c in enumerate(f.checks())]
     for check in reg["Checks"]:
         if check["Node"] != node:
-            raise bad_request(f"Check node {check['Node']!r} does not match registration node {node!r}")
+            raise Invalid(f"Check node {check['Node']!r} does not match registration node {node!r}")
     return reg
 
 
@@ -102,7 +103,7 @@ async def deregister(request: web.Request) -> web.Response:
     f = Fields(await read_json(request), "Request", DEREGISTER_FIELDS)
     node = f.str("Node")
     if not node:
-        raise bad_request("Missing node name")
+        raise Invalid("Missing node name")
     cmd = {"op": "catalog.deregister", "node": node, "service_id": f.str("ServiceID"), "check_id": f.str("CheckID")}
     return json_response(request, await agent.server.apply(cmd))
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.decode import DecodeFailed, Fields
+from buoy.core.errors import Failed, Invalid
 from buoy.http.blocking import blocking
-from buoy.http.decode import Fields, read_json
-from buoy.http.errors import HTTPError, bad_request
+from buoy.http.decode import read_json
 from buoy.http.respond import Raw
 from buoy.server.state.ca import CATable
 
@@ -49,7 +50,7 @@ def _pem_bundle(ca: CATable) -> Raw:
 async def roots(request: web.Request) -> web.Response:
     flag = request.query.get("pem", "")
     if flag not in _TRUE | _FALSE:
-        raise bad_request("The 'pem' query parameter must be a boolean value")
+        raise Invalid("The 'pem' query parameter must be a boolean value")
     ca = _ca(request)
     encode = _pem_bundle if flag in _TRUE else roots_json
     return await blocking(request, lambda: (ca.index, encode(ca)), topics=[("ca",)])
@@ -61,7 +62,7 @@ async def get_configuration(request: web.Request) -> web.Response:
 
     def compute() -> tuple[int, Any]:
         if ca.config is None:
-            raise HTTPError(500, "CA has not finished initializing")
+            raise Failed("CA has not finished initializing")
         doc = ca.config
         return doc["ModifyIndex"], {
             "Provider": doc["Provider"], "Config": doc["Config"], "State": None,
@@ -77,7 +78,7 @@ async def set_configuration(request: web.Request) -> web.Response:
     f = Fields(await read_json(request), "CAConfiguration")
     state = f.raw("State")
     if state is not None and not isinstance(state, dict):
-        raise bad_request("Request decode failed: CAConfiguration.State: expected an object of strings")
+        raise DecodeFailed("CAConfiguration.State: expected an object of strings")
     await request.app["agent"].server.duties.ca.configure(
         f.str("Provider"), f.obj("Config") or {}, f.bool("ForceWithoutCrossSigning"), state)
     return web.Response()

@@ -1,16 +1,35 @@
-"""Errors a handler raises to answer with Consul's status code and a one-line plain-text body."""
+"""The one table from an error's kind to the HTTP status Consul answers it with."""
+
+from __future__ import annotations
+
+from buoy.core.errors import (
+    Conflict,
+    Error,
+    Failed,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
+
+STATUS: dict[type[Error], int] = {
+    Invalid: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    RateLimited: 429,
+    Unavailable: 500,
+    Failed: 500,
+}
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
-
-
-def bad_request(text: str) -> HTTPError:
-    return HTTPError(400, text)
-
-
-def not_found(text: str = "") -> HTTPError:
-    return HTTPError(404, text)
+def status_of(error: Error) -> int:
+    """The status of the nearest kind in ``error``'s class hierarchy (a subclass keeps its kind's)."""
+    for cls in type(error).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from buoy.http.errors import bad_request
+from buoy.core.errors import Invalid
 
 
 def tag_filter(request: web.Request) -> Callable[[dict[str, Any]], bool]:
@@ -23,7 +23,7 @@ def node_meta_filter(request: web.Request) -> Callable[[dict[str, Any]], bool]:
     for item in request.query.getall("node-meta", []):
         key, sep, value = item.partition(":")
         if not sep or not key:
-            raise bad_request(f"Invalid node-meta filter {item!r}: expected key:value")
+            raise Invalid(f"Invalid node-meta filter {item!r}: expected key:value")
         pairs.append((key, value))
     if not pairs:
         return lambda _node: True
@@ -38,4 +38,4 @@ def passing_filter(request: web.Request) -> bool:
         return True
     if value in ("false", "0"):
         return False
-    raise bad_request("Invalid value for ?passing")
+    raise Invalid("Invalid value for ?passing")

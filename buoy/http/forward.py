@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from buoy.api.client import APIError, Client, ClientError
-from buoy.http.errors import HTTPError
+from buoy.core.errors import Failed
 from buoy.server.raft.errors import NO_LEADER
 
 RPC_HOLD_TIMEOUT = 7.0  # Consul's rpc_hold_timeout: how long a call waits out a leader election
@@ -49,7 +49,7 @@ async def to_leader(request: web.Request, wait: float) -> web.Response:
         else:
             problem = NO_LEADER
         if time.monotonic() >= hold_until:
-            raise HTTPError(500, problem)
+            raise Failed(problem)
         await asyncio.sleep(HOLD_PAUSE)
     headers = {h: resp.headers[h] for h in _PASS_HEADERS if h in resp.headers}
     headers["X-Consul-LastContact"] = str(server.last_contact_ms())

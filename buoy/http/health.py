@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.errors import Failed
 from buoy.http import encode
 from buoy.http.blocking import blocking, service_read
-from buoy.http.errors import HTTPError
 from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
 
 routes = web.RouteTableDef()
@@ -69,7 +69,7 @@ async def connect(request: web.Request) -> web.Response:
 async def state(request: web.Request) -> web.Response:
     wanted = request.match_info["state"]
     if wanted not in ("any", "passing", "warning", "critical"):
-        raise HTTPError(500, f"Invalid state {wanted!r}: expected any, passing, warning or critical")
+        raise Failed(f"Invalid state {wanted!r}: expected any, passing, warning or critical")
     catalog = request.app["agent"].server.store.catalog
     meta_ok = node_meta_filter(request)
 

@@ -24,11 +24,11 @@ from typing import Any
 from aiohttp import web
 
 from buoy.agent.intentions import decide, default_for
+from buoy.core.decode import DecodeFailed, Fields
+from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.http.blocking import blocking
-from buoy.http.decode import Fields, read_json
-from buoy.http.errors import HTTPError
+from buoy.http.decode import read_json
 from buoy.http.respond import json_response
-from buoy.server.state.errors import Rejected
 from buoy.server.state.intentions import WILDCARD, IntentionTable
 from buoy.server.state.store import StateStore, Topic
 
@@ -36,7 +36,6 @@ routes = web.RouteTableDef()
 
 TOPIC: Topic = ("intentions",)
 NOT_FOUND = "Intention not found"
-DECODE_FAILED = "Request decode failed: "
 ACTIONS = ("allow", "deny")
 # Consul's limits on opaque values (metaValueMaxLength, metaMaxKeyPairs, metaKeyMaxLength).
 MAX_VALUE, MAX_PAIRS, MAX_KEY = 512, 64, 128
@@ -58,7 +57,7 @@ def _permissions(raw: Any) -> list[dict[str, Any]] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
-        raise HTTPError(400, f"{DECODE_FAILED}Intention.Permissions: expected a list")
+        raise DecodeFailed("Intention.Permissions: expected a list")
     out = []
     for j, item in enumerate(raw):
         p = Fields(item, f"Intention.Permissions[{j}]")
@@ -68,7 +67,7 @@ def _permissions(raw: Any) -> list[dict[str, Any]] | None:
             http: dict[str, Any] = {k: h.str(k) for k in ("PathExact", "PathPrefix", "PathRegex") if h.str(k)}
             headers = h.raw("Header", [])
             if not isinstance(headers, list):
-                raise HTTPError(400, f"{DECODE_FAILED}Intention.Permissions[{j}].HTTP.Header: expected a list")
+                raise DecodeFailed(f"Intention.Permissions[{j}].HTTP.Header: expected a list")
             if headers:
                 http["Header"] = [_header(Fields(x, f"Intention.Permissions[{j}].HTTP.Header[{k}]"))
                                   for k, x in enumerate(headers)]
@@ -115,17 +114,17 @@ def _refuse_tenancy(ixn: dict[str, Any]) -> None:
     """The legacy endpoints' checks of partitions and namespaces in the body (400s, from the HTTP layer)."""
     for side in ("Destination", "Source"):
         if ixn[f"{side}Partition"].lower() not in ("", "default"):
-            raise HTTPError(400, f"Cannot specify a {side.lower()} partition with this endpoint")
+            raise Invalid(f"Cannot specify a {side.lower()} partition with this endpoint")
     for name in ("SourceNS", "DestinationNS"):
         if ixn[name].lower() not in ("", "default"):
-            raise HTTPError(400, f"Invalid {name}({ixn[name]}): Namespaces is a Consul Enterprise feature")
+            raise Invalid(f"Invalid {name}({ixn[name]}): Namespaces is a Consul Enterprise feature")
 
 
 def _refuse_elsewhere(ixn: dict[str, Any]) -> None:
     """Sources these endpoints cannot take (Consul: config entries only)."""
     for name in ("SourcePeer", "SourceSamenessGroup"):
         if ixn[name]:
-            raise HTTPError(500, f"{name} field is not supported on this endpoint. Use config entries instead")
+            raise Failed(f"{name} field is not supported on this endpoint. Use config entries instead")
 
 
 def _partial_wildcard(name: str) -> bool:
@@ -155,7 +154,7 @@ def _legacy_problems(ixn: dict[str, Any]) -> None:
         problems.append("SourceType must be set to 'consul'")
     if problems:
         n = len(problems)
-        raise HTTPError(500, f"{n} error{'s' if n > 1 else ''} occurred: " + "; ".join(problems))
+        raise Failed(f"{n} error{'s' if n > 1 else ''} occurred: " + "; ".join(problems))
 
 
 def _upsert_problem(ixn: dict[str, Any], i: int) -> str | None:
@@ -217,21 +216,21 @@ def _permission_problem(where: str, perm: dict[str, Any]) -> str | None:
 def _name(param: str, side: str, value: str) -> str:
     """The service name in ``name``, ``namespace/name`` or ``partition/namespace/name``."""
     if value.startswith("peer:"):
-        raise HTTPError(500, f"{param} {_q(value)} is invalid: cannot specify a peer here")
+        raise Failed(f"{param} {_q(value)} is invalid: cannot specify a peer here")
     parts = value.split("/")
     if len(parts) > 3:
-        raise HTTPError(500, f"{param} {_q(value)} is invalid: input can contain at most two '/'")
+        raise Failed(f"{param} {_q(value)} is invalid: input can contain at most two '/'")
     if len(parts) == 3 and parts[0].lower() not in ("", "default"):
-        raise HTTPError(400, f"Invalid {side}Partition({parts[0]}): Partitions is a Consul Enterprise feature")
+        raise Invalid(f"Invalid {side}Partition({parts[0]}): Partitions is a Consul Enterprise feature")
     if len(parts) > 1 and parts[-2].lower() not in ("", "default"):
-        raise HTTPError(400, f"Invalid {side}NS({parts[-2]}): Namespaces is a Consul Enterprise feature")
+        raise Invalid(f"Invalid {side}NS({parts[-2]}): Namespaces is a Consul Enterprise feature")
     return parts[-1]
 
 
 def _param(request: web.Request, param: str, allow_empty: bool = True) -> str:
     values = request.query.getall(param, [])
     if len(values) != 1 or not (values[0] or allow_empty):
-        raise HTTPError(500, f"required query parameter '{param}' not set")
+        raise Failed(f"required query parameter '{param}' not set")
     return values[0]
 
 
@@ -304,10 +303,7 @@ def _look(request: web.Request, fn: Callable[[IntentionTable], Any]) -> Any:
     """A check against the current state before proposing a write, refused as the write itself would be."""
     state = _state(request)
     with state.lock:
-        try:
-            return fn(state.intentions)
-        except Rejected as e:
-            raise HTTPError(e.status, e.message) from None
+        return fn(state.intentions)
 
 
 async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
@@ -328,14 +324,12 @@ async def create(request: web.Request) -> web.Response:
     """The legacy create: a new ID; refused for a pair that already has an intention."""
     try:
         ixn = _decode(await read_json(request))
-    except HTTPError as e:
-        if e.status != 400 or not e.text.startswith(DECODE_FAILED):
-            raise
-        raise HTTPError(500, "Failed to decode request body: " + e.text[len(DECODE_FAILED):]) from None
+    except DecodeFailed as e:
+        raise Failed("Failed to decode request body: " + e.detail) from None
     _refuse_tenancy(ixn)
     _refuse_elsewhere(ixn)
     if ixn["ID"]:
-        raise HTTPError(500, "ID must be empty when creating a new intention")
+        raise Failed("ID must be empty when creating a new intention")
     _legacy_problems(ixn)
     # Made here, by the proposer, so that every server applies the same ID.
     ixn["ID"] = str(uuid.uuid4())
@@ -348,12 +342,12 @@ async def match(request: web.Request) -> web.Response:
     """The intentions that apply to each ``name`` as a source or a destination, in evaluation order."""
     by = request.query.getall("by", [])
     if len(by) != 1:
-        raise HTTPError(500, "required query parameter 'by' not set")
+        raise Failed("required query parameter 'by' not set")
     if by[0] not in ("source", "destination"):
-        raise HTTPError(500, "'by' parameter must be one of 'source' or 'destination'")
+        raise Failed("'by' parameter must be one of 'source' or 'destination'")
     names = request.query.getall("name", [])
     if not names:
-        raise HTTPError(500, "required query parameter 'name' not set")
+        raise Failed("required query parameter 'name' not set")
     wanted = {name: _name("name", "", name) for name in names}
     table = _state(request).intentions
 
@@ -369,7 +363,7 @@ async def check(request: web.Request) -> web.Response:
     source_type = request.query.get("source-type") or "consul"
     source, destination = _pair(request)
     if source_type != "consul":
-        raise HTTPError(500, f"unsupported SourceType: {_q(source_type)}")
+        raise Failed(f"unsupported SourceType: {_q(source_type)}")
     table = _state(request).intentions
     cfg = request.app["agent"].cfg
     default = default_for(cfg.intentions_default, cfg.dev)
@@ -388,7 +382,7 @@ async def read_exact(request: web.Request) -> web.Response:
     def compute() -> tuple[int, Any]:
         row = table.exact(source, destination)
         if row is None:
-            raise HTTPError(404, NOT_FOUND)
+            raise NotFound(NOT_FOUND)
         return table.index, intention_json(row)
 
     return await blocking(request, compute, topics=[TOPIC])
@@ -404,11 +398,11 @@ async def upsert(request: web.Request) -> web.Response:
     if ixn["Meta"]:
         # Consul keeps Meta on the destination's config entry, which this endpoint cannot write.
         held = _look(request, lambda t: bool(t.by_destination.get(destination)))
-        raise HTTPError(500, "Meta must not be specified, or should be unchanged during an update." if held
+        raise Failed("Meta must not be specified, or should be unchanged during an update." if held
                         else "Meta must not be specified")
     problem = _upsert_problem(ixn, _look(request, lambda t: t.position(source, destination)))
     if problem:
-        raise HTTPError(500, problem)
+        raise Failed(problem)
     await _propose(request, {"op": "intention.set", "mode": "upsert", "intention": _row(ixn)})
     return json_response(request, True)
 
@@ -425,13 +419,13 @@ async def read(request: web.Request) -> web.Response:
     intention_id = request.match_info["id"]
     problem = uuid_problem(intention_id)
     if problem:
-        raise HTTPError(400, f"failed config entry lookup: {problem}")
+        raise Invalid(f"failed config entry lookup: {problem}")
     table = _state(request).intentions
 
     def compute() -> tuple[int, Any]:
         row = table.get(intention_id)
         if row is None:
-            raise HTTPError(404, NOT_FOUND)
+            raise NotFound(NOT_FOUND)
         return table.index, intention_json(row)
 
     return await blocking(request, compute, topics=[TOPIC])
@@ -440,7 +434,7 @@ async def read(request: web.Request) -> web.Response:
 def _lookup_problem(intention_id: str) -> None:
     problem = uuid_problem(intention_id)
     if problem:
-        raise HTTPError(500, f"Intention lookup failed: failed config entry lookup: {problem}")
+        raise Failed(f"Intention lookup failed: failed config entry lookup: {problem}")
 
 
 @routes.put("/v1/connect/intentions/{id}")

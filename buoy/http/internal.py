@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from buoy.api.signed import signed_headers, verify_headers
+from buoy.core.decode import DecodeFailed
+from buoy.core.errors import Forbidden, Invalid
 from buoy.http.decode import read_body
-from buoy.http.errors import HTTPError
 from buoy.server.server import CA_SIGN, HEARTBEAT, JOIN, LEAVE
 
 routes = web.RouteTableDef()
@@ -25,13 +26,13 @@ async def _verified(request: web.Request) -> dict[str, Any]:
     server = request.app["agent"].server
     body = await read_body(request, MAX_BODY)
     if server is None or not verify_headers(server.key, request.headers, body):
-        raise HTTPError(403, "Permission denied: request not signed with this cluster's key")
+        raise Forbidden("Permission denied: request not signed with this cluster's key")
     try:
         payload = json.loads(body) if body else {}
     except ValueError:
-        raise HTTPError(400, "Request decode failed: invalid JSON") from None
+        raise DecodeFailed("invalid JSON") from None
     if not isinstance(payload, dict):
-        raise HTTPError(400, "Request decode failed: expected an object")
+        raise DecodeFailed("expected an object")
     return payload
 
 
@@ -61,7 +62,7 @@ async def on_leader(request: web.Request) -> web.Response:
     try:
         return _answer(request, await request.app["agent"].server.on_leader(request.path, payload))
     except (KeyError, TypeError):
-        raise HTTPError(400, f"{request.path}: malformed request") from None
+        raise Invalid(f"{request.path}: malformed request") from None
 
 
 @routes.post("/v1/internal/buoy/node")
@@ -75,5 +76,5 @@ async def node_view(request: web.Request) -> web.Response:
 async def apply(request: web.Request) -> web.Response:
     cmd = (await _verified(request)).get("cmd")
     if not isinstance(cmd, dict) or cmd.get("op") not in CATALOG_OPS:
-        raise HTTPError(400, "only catalog registrations can be applied through this call")
+        raise Invalid("only catalog registrations can be applied through this call")
     return _answer(request, await request.app["agent"].server.apply(cmd))

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from buoy.core.errors import Invalid
 from buoy.http import encode
 from buoy.http.blocking import blocking
 from buoy.http.decode import read_body
-from buoy.http.errors import bad_request
 from buoy.http.respond import NOT_FOUND, Raw, json_response
 
 routes = web.RouteTableDef()
@@ -20,9 +20,9 @@ routes = web.RouteTableDef()
 def _key(request: web.Request) -> str:
     key = request.match_info["key"]
     if key.startswith("/"):
-        raise bad_request("Invalid key name: keys must not begin with '/'")
+        raise Invalid("Invalid key name: keys must not begin with '/'")
     if "\x00" in key:
-        raise bad_request("Invalid key name: keys must not contain NUL")
+        raise Invalid("Invalid key name: keys must not contain NUL")
     return key
 
 
@@ -34,7 +34,7 @@ def _uint(request: web.Request, name: str) -> int | None:
         if not 0 <= value < 2**64:
             raise ValueError
     except ValueError:
-        raise bad_request(f"Invalid {name} value: {request.query[name]!r}") from None
+        raise Invalid(f"Invalid {name} value: {request.query[name]!r}") from None
     return value
 
 
@@ -106,7 +106,7 @@ async def kv_get(request: web.Request) -> web.Response:
 
         return await blocking(request, tree, prefixes=[key])
     if not key:
-        raise bad_request("Missing key name")
+        raise Invalid("Missing key name")
     raw = "raw" in q
 
     def one() -> tuple[int, Any]:
@@ -123,13 +123,13 @@ async def kv_get(request: web.Request) -> web.Response:
 async def kv_put(request: web.Request) -> web.Response:
     key = _key(request)
     if not key:
-        raise bad_request("Missing key name")
+        raise Invalid("Missing key name")
     agent = request.app["agent"]
     cmd: dict[str, Any] = {"op": "kv.set", "key": key, "flags": 0}
     if request.query_string:
         q = request.query
         if sum(n in q for n in ("cas", "acquire", "release")) > 1:
-            raise bad_request(f"Conflicting flags: {request.query_string}")
+            raise Invalid(f"Conflicting flags: {request.query_string}")
         cmd["flags"] = _uint(request, "flags") or 0
         cas = _uint(request, "cas")
         if cas is not None:
@@ -137,7 +137,7 @@ async def kv_put(request: web.Request) -> web.Response:
         for name in ("acquire", "release"):
             if name in q:
                 if not q[name]:
-                    raise bad_request(f"Missing session for ?{name}")
+                    raise Invalid(f"Missing session for ?{name}")
                 cmd[name] = q[name]
     cmd["value"] = await read_body(request, agent.cfg.kv_max_value_size)
     result = await agent.server.apply(cmd)
@@ -152,11 +152,11 @@ async def kv_delete(request: web.Request) -> web.Response:
     cas = _uint(request, "cas")
     if "recurse" in q:
         if cas is not None:
-            raise bad_request(f"Conflicting flags: {request.query_string}")
+            raise Invalid(f"Conflicting flags: {request.query_string}")
         result = await agent.server.apply({"op": "kv.delete_tree", "prefix": key})
         return json_response(request, result)
     if not key:
-        raise bad_request("Missing key name")
+        raise Invalid("Missing key name")
     cmd: dict[str, Any] = {"op": "kv.delete", "key": key}
     if cas is not None:
         cmd["cas"] = cas

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from buoy.agent.servers import NO_SERVERS, ServerPool
 from buoy.api.client import AgentTimeout, AgentUnreachable, Response
+from buoy.core.errors import Unavailable
 from buoy.durations import format_duration
 from buoy.http.blocking import parse_wait
 from buoy.http.decode import read_body
-from buoy.http.errors import HTTPError
 from buoy.http.forward import HOLD_PAUSE, RPC_HOLD_TIMEOUT
 from buoy.server.raft.errors import NO_LEADER
 
@@ -76,7 +76,7 @@ async def _try_servers(request: web.Request, pool: ServerPool, body: bytes, head
             pool.failed(addr)
             if write and (isinstance(e, AgentTimeout) or e.sent):
                 # It may have been applied: only the caller can decide whether to try again.
-                raise HTTPError(500, f"rpc error making call: connection to server {addr} lost: {e}") from None
+                raise Unavailable(f"rpc error making call: connection to server {addr} lost: {e}") from None
             continue
         return resp
-    raise HTTPError(500, NO_SERVERS)
+    raise Unavailable(NO_SERVERS)

@@ -17,10 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.decode import DecodeFailed, Fields
+from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.durations import parse_duration
 from buoy.http.blocking import blocking
-from buoy.http.decode import Fields, read_json
-from buoy.http.errors import HTTPError
+from buoy.http.decode import read_json
 from buoy.http.health import service_entry
 from buoy.http.respond import json_response
 from buoy.server.state.catalog import service_topic
@@ -54,7 +55,7 @@ def _definition(body: Any) -> dict[str, Any]:
     template = Fields(f.obj("Template"), "Query.Template", {"Type", "Regexp", "RemoveEmptyTags"})
     raw_targets = failover.raw("Targets")
     if raw_targets is not None and not isinstance(raw_targets, list):
-        raise HTTPError(400, "Request decode failed: Query.Service.Failover.Targets: expected a list")
+        raise DecodeFailed("Query.Service.Failover.Targets: expected a list")
     targets = []
     for i, item in enumerate(raw_targets or ()):
         t = Fields(item, f"Query.Service.Failover.Targets[{i}]", TARGET_FIELDS)
@@ -112,12 +113,12 @@ def _invalid(query: dict[str, Any]) -> str | None:
 async def _propose(request: web.Request, query: dict[str, Any], update: bool) -> None:
     problem = _invalid(query)
     if problem:
-        raise HTTPError(500, f"Invalid prepared query: {problem}")
+        raise Failed(f"Invalid prepared query: {problem}")
     if is_template(query):
         try:
             compile_template(query)
         except QueryError as e:
-            raise HTTPError(500, f"raft apply failed: failed compiling template: {e}") from None
+            raise Failed(f"raft apply failed: failed compiling template: {e}") from None
     await request.app["agent"].server.apply({"op": "query.set", "query": query, "update": update})
 
 
@@ -125,7 +126,7 @@ async def _propose(request: web.Request, query: dict[str, Any], update: bool) ->
 async def create(request: web.Request) -> web.Response:
     query = _definition(await read_json(request))
     if query["ID"]:
-        raise HTTPError(500, "ID must be empty when creating a new prepared query")
+        raise Failed("ID must be empty when creating a new prepared query")
     # Made here, by the proposer, so that every server applies the same ID.
     query["ID"] = str(uuid.uuid4())
     await _propose(request, query, update=False)
@@ -146,7 +147,7 @@ async def read(request: web.Request) -> web.Response:
     def compute() -> tuple[int, Any]:
         row = queries.get(query_id)
         if row is None:
-            raise HTTPError(404, NOT_FOUND)
+            raise NotFound(NOT_FOUND)
         return queries.index, [row]
 
     return await blocking(request, compute, topics=[TOPIC])
@@ -186,7 +187,7 @@ async def execute(request: web.Request) -> web.Response:
         query = _resolve(state.queries, name)
         svc = query["Service"]
         if connect or svc["Connect"]:
-            raise HTTPError(400, "Connect must be enabled in order to use this endpoint")
+            raise Invalid("Connect must be enabled in order to use this endpoint")
         nodes = [service_entry(n, s, checks) for n, s, checks in state.catalog.health_entries(svc["Service"])
                  if _selected(svc, n, s, checks)]
         random.shuffle(nodes)
@@ -226,9 +227,9 @@ def _resolve(queries: QueryTable, id_or_name: str) -> dict[str, Any]:
     try:
         query = queries.resolve(id_or_name)
     except QueryError as e:
-        raise HTTPError(500, str(e)) from None
+        raise Failed(str(e)) from None
     if query is None:
-        raise HTTPError(404, NOT_FOUND)
+        raise NotFound(NOT_FOUND)
     return query
 
 
@@ -250,7 +251,7 @@ def _limit(request: web.Request) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise HTTPError(500, f'Bad limit: strconv.Atoi: parsing "{raw}": invalid syntax') from None
+        raise Failed(f'Bad limit: strconv.Atoi: parsing "{raw}": invalid syntax') from None
 
 
 def _connect(request: web.Request) -> bool:
@@ -258,7 +259,7 @@ def _connect(request: web.Request) -> bool:
     if not raw:
         return False
     if raw not in _GO_BOOLS:
-        raise HTTPError(500, f"Error parsing 'connect' value: strconv.ParseBool: parsing \"{raw}\": invalid syntax")
+        raise Failed(f"Error parsing 'connect' value: strconv.ParseBool: parsing \"{raw}\": invalid syntax")
     return _GO_BOOLS[raw]
 
 

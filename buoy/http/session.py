@@ -7,11 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.decode import DecodeFailed, Fields
+from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.durations import format_duration
 from buoy.http import encode
 from buoy.http.blocking import blocking
-from buoy.http.decode import Fields, read_json
-from buoy.http.errors import HTTPError, bad_request
+from buoy.http.decode import read_json
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
@@ -35,16 +36,16 @@ def _session_row(request: web.Request, body: Any) -> dict[str, Any]:
     f = Fields(body, "Session", SESSION_FIELDS)
     delay = _lock_delay(f)
     if delay < 0 or delay > MAX_LOCK_DELAY:
-        raise HTTPError(500, f"Lock delay must be between 0s and {format_duration(MAX_LOCK_DELAY)}")
+        raise Failed(f"Lock delay must be between 0s and {format_duration(MAX_LOCK_DELAY)}")
     behavior = f.str("Behavior", "release") or "release"
     if behavior not in ("release", "delete"):
-        raise HTTPError(500, f"Invalid Behavior setting '{behavior}'")
+        raise Failed(f"Invalid Behavior setting '{behavior}'")
     ttl_text = ""
     if f.has("TTL"):
         ttl = f.duration("TTL")
         assert ttl is not None
         if ttl and not MIN_TTL <= ttl <= MAX_TTL:
-            raise HTTPError(500, f"Invalid Session TTL '{f.raw('TTL')}', must be between [10s=24h0m0s]")
+            raise Failed(f"Invalid Session TTL '{f.raw('TTL')}', must be between [10s=24h0m0s]")
         ttl_text = format_duration(ttl) if ttl else ""
     if f.has("NodeChecks"):
         node_checks = f.str_list("NodeChecks")
@@ -55,7 +56,7 @@ def _session_row(request: web.Request, body: Any) -> dict[str, Any]:
     service_checks = []
     raw_sc = f.raw("ServiceChecks", [])
     if not isinstance(raw_sc, list):
-        raise bad_request("Request decode failed: Session.ServiceChecks: expected a list")
+        raise DecodeFailed("Session.ServiceChecks: expected a list")
     for i, item in enumerate(raw_sc):
         sc = Fields(item, f"Session.ServiceChecks[{i}]", {"ID", "Namespace"})
         service_checks.append({"ID": sc.str("ID"), "Namespace": sc.str("Namespace")})
@@ -81,7 +82,7 @@ async def create(request: web.Request) -> web.Response:
 def _session_id(request: web.Request) -> str:
     sid = request.match_info.get("id", "")
     if not sid:
-        raise bad_request("Missing session")
+        raise Invalid("Missing session")
     return sid
 
 
@@ -96,7 +97,7 @@ async def renew(request: web.Request) -> web.Response:
     sid = _session_id(request)
     row = await request.app["agent"].server.apply({"op": "session.renew", "id": sid})
     if row is None:
-        raise HTTPError(404, f"Session id '{sid}' not found")
+        raise NotFound(f"Session id '{sid}' not found")
     return json_response(request, [encode.session(row)])
 
 
@@ -116,7 +117,7 @@ async def info(request: web.Request) -> web.Response:
 async def on_node(request: web.Request) -> web.Response:
     node = request.match_info["node"]
     if not node:
-        raise bad_request("Missing node name")
+        raise Invalid("Missing node name")
     sessions = request.app["agent"].server.store.sessions
     return await blocking(request, lambda: (sessions.index, [encode.session(r) for r in sessions.on_node(node)]),
                           topics=[("sessions",)])

@@ -10,9 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.decode import Fields
+from buoy.core.errors import Invalid, TooLarge
 from buoy.http import encode
-from buoy.http.decode import Fields, read_body
-from buoy.http.errors import HTTPError, bad_request
+from buoy.http.decode import read_body
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
@@ -27,14 +28,14 @@ def _kv_op(i: int, data: Any) -> dict[str, Any]:
     f = Fields(data, f"Operations[{i}].KV", KV_FIELDS)
     verb = f.str("Verb")
     if verb not in KV_VERBS:
-        raise bad_request(f"Operations[{i}].KV: unknown verb {verb!r}")
+        raise Invalid(f"Operations[{i}].KV: unknown verb {verb!r}")
     key = f.str("Key")
     if key.startswith("/"):
-        raise bad_request(f"Operations[{i}].KV: keys must not begin with '/'")
+        raise Invalid(f"Operations[{i}].KV: keys must not begin with '/'")
     try:
         value = base64.b64decode(f.str("Value"), validate=True)
     except (binascii.Error, ValueError):
-        raise bad_request(f"Operations[{i}].KV.Value: not valid base64") from None
+        raise Invalid(f"Operations[{i}].KV.Value: not valid base64") from None
     return {"Verb": verb, "Key": key, "Value": value, "Flags": f.int("Flags"), "Index": f.int("Index"),
             "Session": f.str("Session")}
 
@@ -46,16 +47,16 @@ async def txn(request: web.Request) -> web.Response:
     try:
         data = json.loads(raw) if raw.strip() else None
     except ValueError as e:
-        raise bad_request(f"Failed to parse body: {e}") from None
+        raise Invalid(f"Failed to parse body: {e}") from None
     if not isinstance(data, list):
-        raise bad_request("Failed to parse body: expected a JSON list of operations")
+        raise Invalid("Failed to parse body: expected a JSON list of operations")
     if len(data) > MAX_OPS:
-        raise HTTPError(413, f"Transaction contains too many operations ({len(data)} > {MAX_OPS})")
+        raise TooLarge(f"Transaction contains too many operations ({len(data)} > {MAX_OPS})")
     ops = []
     for i, item in enumerate(data):
         f = Fields(item, f"Operations[{i}]", {"KV", "Node", "Service", "Check"})
         if f.obj("KV") is None:
-            raise bad_request(f"Operations[{i}]: only KV operations are supported")
+            raise Invalid(f"Operations[{i}]: only KV operations are supported")
         ops.append(_kv_op(i, f.obj("KV")))
     result = await agent.server.apply({"op": "txn", "ops": ops})
     if "errors" in result:

@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
+from buoy.core.errors import Failed, Forbidden, Invalid, RateLimited
 from buoy.durations import format_duration, parse_duration
-from buoy.http.errors import HTTPError
 
 if TYPE_CHECKING:
     from buoy.server.server import Server
@@ -140,8 +140,8 @@ def key_info(public_key: Any) -> tuple[str, int]:
 _CANONICAL = {name.lower(): name for name in (*DEFAULT_CONFIG, "PrivateKey", "RootCert")}
 
 
-def _config_error(reason: str) -> HTTPError:
-    return HTTPError(500, f"error configuring provider: {reason}")
+def _config_error(reason: str) -> Failed:
+    return Failed(f"error configuring provider: {reason}")
 
 
 def parse_config(raw: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
@@ -328,31 +328,31 @@ def check_csr(csr_pem: str, service: str, trust_domain: str,
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
     except ValueError as e:
-        raise HTTPError(400, f"failed to parse CSR: {' '.join(str(e).split())}") from None
+        raise Invalid(f"failed to parse CSR: {' '.join(str(e).split())}") from None
     if not csr.is_signature_valid:
-        raise HTTPError(400, "CSR signature is invalid")
+        raise Invalid("CSR signature is invalid")
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        raise HTTPError(400, "CSR SAN contains an invalid number of URIs: 0") from None
+        raise Invalid("CSR SAN contains an invalid number of URIs: 0") from None
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
-        raise HTTPError(400, f"CSR SAN contains an invalid number of URIs: {len(uris)}")
+        raise Invalid(f"CSR SAN contains an invalid number of URIs: {len(uris)}")
     if san.get_values_for_type(x509.RFC822Name):
-        raise HTTPError(400, "CSR SAN does not allow specifying email addresses")
+        raise Invalid("CSR SAN does not allow specifying email addresses")
     match = SERVICE_ID.fullmatch(uris[0])
     if match is None:
-        raise HTTPError(400, f"SPIFFE ID is not in the expected format: {uris[0]}")
+        raise Invalid(f"SPIFFE ID is not in the expected format: {uris[0]}")
     host, namespace, dc, name = match.groups()
     if namespace != "default":
-        raise HTTPError(400, f'SPIFFE ID in CSR names namespace "{namespace}"; only "default" exists')
+        raise Invalid(f'SPIFFE ID in CSR names namespace "{namespace}"; only "default" exists')
     if name != service:
         # Consul's answer when the caller may not write the service the CSR names.
-        raise HTTPError(403, f'Permission denied: the CSR is for service "{name}", the request for "{service}"')
+        raise Forbidden(f'Permission denied: the CSR is for service "{name}", the request for "{service}"')
     if dc != datacenter:
-        raise HTTPError(400, f"SPIFFE ID in CSR from a different datacenter: {dc}, we are {datacenter}")
+        raise Invalid(f"SPIFFE ID in CSR from a different datacenter: {dc}, we are {datacenter}")
     if host != trust_domain:
-        raise HTTPError(400, f"SPIFFE ID in CSR from a different trust domain: {host}, we are {trust_domain}")
+        raise Invalid(f"SPIFFE ID in CSR from a different trust domain: {host}, we are {trust_domain}")
     return csr, uris[0]
 
 
@@ -394,7 +394,7 @@ class TokenBucket:
         self.stamp = now
         wait = max(0.0, 1.0 - self.tokens) / rate
         if wait > CSR_WAIT:
-            raise HTTPError(429, RATE_LIMITED)
+            raise RateLimited(RATE_LIMITED)
         self.tokens -= 1.0  # reserved now, so later callers queue behind this one
         if wait:
             await asyncio.sleep(wait)
@@ -473,9 +473,9 @@ class CAManager:
         root when it changes the key. The command carries the configuration index read here, so a change
         that raced it elsewhere refuses it instead of being overwritten."""
         if state:
-            raise HTTPError(400, "Provider State is read-only. It must be omitted or identical to the current value")
+            raise Invalid("Provider State is read-only. It must be omitted or identical to the current value")
         if provider != PROVIDER:
-            raise HTTPError(500, f'could not initialize provider: unknown CA provider "{provider}"')
+            raise Failed(f'could not initialize provider: unknown CA provider "{provider}"')
         config, private_key, root_cert = parse_config(raw)
         doc = {"Provider": provider, "Config": config, "ForceWithoutCrossSigning": force}
         await self.server.barrier()
@@ -484,7 +484,7 @@ class CAManager:
             with store.lock:
                 current, active = store.ca.config, store.ca.active()
                 if current is None or active is None:
-                    raise HTTPError(500, "internal error: CA provider is nil")
+                    raise Failed("internal error: CA provider is nil")
                 current, active = dict(current), dict(active)
                 cluster_id, old_key = store.ca.cluster_id, store.ca.signing_key
             old_root = x509.load_pem_x509_certificate(active["RootCert"].encode())
@@ -514,19 +514,19 @@ class CAManager:
         with the active root's intermediates after it."""
         csr_pem, service = payload.get("csr"), payload.get("service")
         if not isinstance(csr_pem, str) or not isinstance(service, str) or not service:
-            raise HTTPError(400, "a CSR and the service it is for are required")
+            raise Invalid("a CSR and the service it is for are required")
         store = self.server.store
         with store.lock:
             active = store.ca.active()
             if active is None or store.ca.config is None:
-                raise HTTPError(500, UNINITIALIZED)
+                raise Failed(UNINITIALIZED)
             active, key_text = dict(active), store.ca.signing_key
             trust_domain, config, index = store.ca.trust_domain, store.ca.config["Config"], store.index
         csr, uri = check_csr(csr_pem, service, trust_domain, self.server.cfg.datacenter)
         await self.bucket.take(float(config["CSRMaxPerSecond"]))
         root, key = self._signing(active, key_text)
         if root.not_valid_after_utc < datetime.now(UTC):
-            raise HTTPError(500, f"root expired: certificate expired, expiration date: {active['NotAfter']}")
+            raise Failed(f"root expired: certificate expired, expiration date: {active['NotAfter']}")
         leaf = sign_leaf(csr, uri, root, key, seconds(config, "LeafCertTTL"))
         chain = cert_pem(leaf) + "".join(p if p.endswith("\n") else p + "\n" for p in active["IntermediateCerts"])
         return {"SerialNumber": colon_hex(leaf.serial_number.to_bytes((leaf.serial_number.bit_length() + 7) // 8)),

@@ -15,10 +15,10 @@ from buoy.agent.sync import node_fields
 from buoy.api.client import APIError, Client, ClientError
 from buoy.api.signed import signed_call
 from buoy.config import Config
-from buoy.http.errors import HTTPError
+from buoy.core.errors import Error, NotFound, Unavailable
 from buoy.server.leader import LeaderDuties
 from buoy.server.membership import Membership
-from buoy.server.raft import RaftError, RaftNode
+from buoy.server.raft import RaftNode
 from buoy.server.raft.errors import NO_LEADER
 from buoy.server.state import StateStore
 from buoy.server.watch import WatchHub
@@ -94,7 +94,7 @@ class Server:
                 try:
                     await self.apply(cmd)
                     break
-                except (HTTPError, RaftError) as e:
+                except Error as e:
                     log.debug("self-registration waits for a leader", error=str(e))
                     await asyncio.sleep(0.2)
 
@@ -143,11 +143,11 @@ class Server:
 
     async def require_leader(self) -> None:
         if not self.known_leader:
-            raise HTTPError(500, NO_LEADER)
+            raise Unavailable(NO_LEADER)
 
     async def barrier(self) -> None:
         if self.raft is None:
-            raise HTTPError(500, NO_LEADER)
+            raise Unavailable(NO_LEADER)
         await self.raft.barrier()
 
     async def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -158,17 +158,17 @@ class Server:
     async def apply(self, cmd: dict[str, Any]) -> Any:
         """Replicate one command; a refusal from the state machine becomes its HTTP error."""
         if self.raft is None:
-            raise HTTPError(500, NO_LEADER)
+            raise Unavailable(NO_LEADER)
         cmd["ts"] = time.time()
         result = await self.raft.apply(cmd)
-        if isinstance(result, dict) and "error" in result:
-            raise HTTPError(result["status"], result["error"])
+        if isinstance(result, Error):
+            raise result
         return result
 
     async def add_server(self, raft_addr: str) -> list[str]:
         """Add a server to the cluster (leader only, one change at a time); returns the new member list."""
         if self.raft is None:
-            raise HTTPError(500, NO_LEADER)
+            raise Unavailable(NO_LEADER)
         if raft_addr not in self.raft.members():
             await self.raft.add_member(raft_addr)
         return self.members()
@@ -192,17 +192,17 @@ class Server:
             return await self.handle(path, payload)
         leader = self.leader_http_addr()
         if leader is None:
-            raise HTTPError(500, NO_LEADER)
+            raise Unavailable(NO_LEADER)
         if self._leader_client is None or self._leader_client.addr != leader:
             if self._leader_client is not None:
                 await self._leader_client.close()
             self._leader_client = Client(leader, token="", timeout=10)
         try:
             return await signed_call(self._leader_client, self.key, path, payload)
-        except APIError as e:  # the leader's refusal (a CSR over the rate limit: 429) passes on as it is
-            raise HTTPError(e.status, e.body.strip()) from None
+        except APIError:  # the leader's refusal (a CSR over the rate limit: 429) passes on as it is
+            raise
         except ClientError as e:
-            raise HTTPError(500, f"rpc error making call: {e}") from None
+            raise Unavailable(f"rpc error making call: {e}") from None
 
     async def handle(self, path: str, payload: dict[str, Any]) -> Any:
         """The leader's side of the internal calls agents make (see buoy/http/internal.py)."""
@@ -221,4 +221,4 @@ class Server:
             return {"members": await self.add_server(str(payload["raft"]))}
         if path == CA_SIGN:
             return await self.duties.ca.sign(payload)
-        raise HTTPError(404, f"unknown internal call {path}")
+        raise NotFound(f"unknown internal call {path}")

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from buoy.core.errors import Failed
 from buoy.server.state import StateStore
 from buoy.server.state.queries import QueryError, compile_template, render
 
@@ -69,9 +70,10 @@ def test_refusals_change_nothing() -> None:
         (query(ID_C, "x"), True, f"Cannot modify non-existent prepared query: '{ID_C}'"),
     ]
     for q, update, message in refusals:
-        assert put(s, q, update) == {"error": message, "status": 500}
-    assert s.apply_batch([cmd("query.delete", id=ID_C)]) == [
-        {"error": f"Cannot modify non-existent prepared query: '{ID_C}'", "status": 500}]
+        refused = put(s, q, update)
+        assert isinstance(refused, Failed) and refused.message == message
+    [refused] = s.apply_batch([cmd("query.delete", id=ID_C)])
+    assert isinstance(refused, Failed) and refused.message == f"Cannot modify non-existent prepared query: '{ID_C}'"
     after = s.dump()
     after["index"] = before["index"]  # refused commands still take a log index, as in Consul
     assert after == before

@@ -6,6 +6,7 @@ import copy
 
 import msgpack
 
+from buoy.core.errors import Failed
 from buoy.server.state import StateStore
 
 
@@ -99,7 +100,7 @@ def test_session_create_refused_for_critical_check() -> None:
     s = StateStore()
     s.apply_batch([cmd("catalog.register", reg=node_reg("n1", status="critical"))])
     [result] = s.apply_batch([cmd("session.create", session=session("s1", "n1"))])
-    assert result["status"] == 500 and "critical" in result["error"]
+    assert isinstance(result, Failed) and "critical" in result.message
 
 
 def test_snapshot_round_trip_through_msgpack() -> None:
@@ -132,7 +133,7 @@ def test_refused_registration_writes_nothing() -> None:
     reg["Checks"] = [dict(reg["Checks"][0], CheckID="c", ServiceID="no-such-service")]
     before = s.dump()
     [result] = s.apply_batch([cmd("catalog.register", reg=reg)])
-    assert result["status"] == 500 and "no-such-service" in result["error"]
+    assert isinstance(result, Failed) and "no-such-service" in result.message
     after = s.dump()
     after["index"] = before["index"]
     assert after == before
@@ -169,7 +170,7 @@ def test_leave_and_prune() -> None:
     store.apply_batch([cmd("member.alive", member=member("c2"), reg=reg)])
     assert store.apply_batch([cmd("member.left", node="c2")]) == [True]
     assert store.members.get("c2")["Status"] == "left" and "c2" not in store.catalog.nodes  # type: ignore[index]
-    assert store.apply_batch([cmd("member.left", node="nope")])[0]["status"] == 500
+    assert isinstance(store.apply_batch([cmd("member.left", node="nope")])[0], Failed)
     store.apply_batch([cmd("member.left", node="c2", prune=True)])
     assert store.members.get("c2") is None
     restored = StateStore()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pysyncobj import FAIL_REASON
 
+from buoy.core.errors import Unavailable
+
 NO_LEADER = "No cluster leader"
 TIMEOUT = "Raft timeout"
 LEADERSHIP_LOST = "Leadership lost while committing log"
 SHUTDOWN = "Raft is shutting down"
 
 
-class RaftError(Exception):
-    """A proposal failed; ``str(e)`` is a short message fit for an HTTP 500 body.
+class RaftError(Unavailable):
+    """A proposal failed; ``message`` says why in a few words (Consul's, where it has them).
 
     ``maybe_applied`` is True when the command may still have been (or later be) committed, so a
     caller that retries needs an idempotent command.

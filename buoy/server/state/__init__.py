@@ -1,5 +1,5 @@
 """The replicated state: one module per table, joined by :mod:`buoy.server.state.store`."""
 
-from buoy.server.state.store import Rejected, StateStore
+from buoy.server.state.store import StateStore
 
-__all__ = ["Rejected", "StateStore"]
+__all__ = ["StateStore"]

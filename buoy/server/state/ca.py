@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from buoy.server.state.errors import Rejected
+from buoy.core.errors import Failed
 
 # Consul's answer when a configuration change lost a race with another one.
 RACED = "could not atomically update roots and config"
@@ -49,7 +49,7 @@ class CATable:
         (another server's PUT) refuses this one rather than overwrite it.
         """
         if self.config is None or self.config["ModifyIndex"] != cmd["expect"]:
-            raise Rejected(RACED, 500)
+            raise Failed(RACED)
         self.config = dict(cmd["config"], CreateIndex=self.config["CreateIndex"], ModifyIndex=index)
         if cmd.get("root"):
             for row in self.roots:

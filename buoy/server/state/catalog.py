@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from buoy.server.state.errors import Rejected
+from buoy.core.errors import Failed, Invalid
 from buoy.server.state.undo import UndoLog
 
 HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
@@ -150,7 +150,7 @@ class CatalogTable:
     def ensure_service(self, node: str, svc: dict[str, Any], index: int, undo: UndoLog,
                        touched: set[tuple[str, ...]]) -> None:
         if node not in self.nodes:
-            raise Rejected(f"Node {node!r} is not registered", 500)
+            raise Failed(f"Node {node!r} is not registered")
         self._snapshot_undo(undo, node)
         sid = svc["ID"]
         old = self.services[node].get(sid)
@@ -173,15 +173,15 @@ class CatalogTable:
                      touched: set[tuple[str, ...]]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         node = check["Node"]
         if node not in self.nodes:
-            raise Rejected(f"Node {node!r} is not registered", 500)
+            raise Failed(f"Node {node!r} is not registered")
         if check["Status"] not in HEALTH_STATES:
-            raise Rejected(f"Invalid check status {check['Status']!r}")
+            raise Invalid(f"Invalid check status {check['Status']!r}")
         sid = check.get("ServiceID") or ""
         svc = None
         if sid:
             svc = self.services[node].get(sid)
             if svc is None:
-                raise Rejected(f"Unknown service ID {sid!r} for check {check['CheckID']!r}", 500)
+                raise Failed(f"Unknown service ID {sid!r} for check {check['CheckID']!r}")
         self._snapshot_undo(undo, node)
         old = self.checks[node].get(check["CheckID"])
         row = dict(check)

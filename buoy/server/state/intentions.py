@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from buoy.server.state.errors import Rejected
+from buoy.core.errors import Failed
 from buoy.server.state.indexed import IndexedTable
 
 WILDCARD = "*"
@@ -74,7 +74,7 @@ class IntentionTable(IndexedTable):
         """The row with this ID, or Consul's refusal to ``verb`` ("modify", "delete") a missing one."""
         row = self.get(intention_id)
         if row is None:
-            raise Rejected(f"Cannot {verb} non-existent intention: '{intention_id}'", 500)
+            raise Failed(f"Cannot {verb} non-existent intention: '{intention_id}'")
         return row
 
     def updatable(self, intention_id: str, destination: str) -> dict[str, Any]:
@@ -82,7 +82,7 @@ class IntentionTable(IndexedTable):
         looks at the rest of the update."""
         old = self.require(intention_id, "modify")
         if old["DestinationName"] != destination:
-            raise Rejected("Cannot modify Destination partition/namespace/name for an intention once it exists.", 500)
+            raise Failed("Cannot modify Destination partition/namespace/name for an intention once it exists.")
         return old
 
     # ---- writes ------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class IntentionTable(IndexedTable):
         source, destination = row["SourceName"], row["DestinationName"]
         self._legacy_allowed(destination)
         if row["ID"] in self.by_id:
-            raise Rejected(f"Intention ID {row['ID']!r} is already in use", 500)
+            raise Failed(f"Intention ID {row['ID']!r} is already in use")
         self._refuse_duplicate(source, destination)
         self._put(dict(row, CreatedAt=now, UpdatedAt=now, CreateIndex=index), index)
 
@@ -130,8 +130,8 @@ class IntentionTable(IndexedTable):
 
     def _legacy_allowed(self, destination: str) -> None:
         if any(not self.rows[p]["ID"] for p in self.by_destination.get(destination, ())):
-            raise Rejected(f'cannot use legacy intention API to edit intentions with a destination of "{destination}" '
-                           "after editing them via a service-intentions config entry", 500)
+            raise Failed(f'cannot use legacy intention API to edit intentions with a destination of "{destination}" '
+                         "after editing them via a service-intentions config entry")
 
     def _refuse_duplicate(self, source: str, destination: str) -> None:
         if (source, destination) in self.rows:
@@ -139,7 +139,7 @@ class IntentionTable(IndexedTable):
             # one sorts after every row of the same precedence.
             mine = precedence(source, destination)
             i = sum(1 for p in self.by_destination[destination] if self.rows[p]["Precedence"] >= mine)
-            raise Rejected(f'Sources[{i}] defines "{source}" more than once', 500)
+            raise Failed(f'Sources[{i}] defines "{source}" more than once')
 
     def _put(self, row: dict[str, Any], index: int) -> None:
         row = dict(row, SourceNS=DEFAULT_NS, DestinationNS=DEFAULT_NS, SourceType=row["SourceType"] or "consul",

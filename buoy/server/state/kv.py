@@ -12,7 +12,7 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
-from buoy.server.state.errors import Rejected
+from buoy.core.errors import Failed
 from buoy.server.state.undo import UndoLog
 
 
@@ -138,7 +138,7 @@ class KVTable:
         holder = old.get("Session") if old else None
         if acquire is not None:
             if not session_exists(acquire):
-                raise Rejected(f'invalid session "{acquire}"', 500)
+                raise Failed(f'invalid session "{acquire}"')
             if holder and holder != acquire:
                 return False
             if holder != acquire:
@@ -148,7 +148,7 @@ class KVTable:
             entry["Session"] = acquire
         elif release is not None:
             if not session_exists(release):
-                raise Rejected(f'invalid session "{release}"', 500)
+                raise Failed(f'invalid session "{release}"')
             if holder != release:
                 return False
         elif holder:

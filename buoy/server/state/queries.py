@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from buoy.server.state.errors import Rejected
+from buoy.core.errors import Failed
 from buoy.server.state.indexed import IndexedTable
 from buoy.server.state.undo import UndoLog
 
@@ -70,18 +70,18 @@ class QueryTable(IndexedTable):
         qid, name = row["ID"], row["Name"].lower()
         old = self.rows.get(qid)
         if update and old is None:
-            raise Rejected(f"Cannot modify non-existent prepared query: '{qid}'", 500)
+            raise Failed(f"Cannot modify non-existent prepared query: '{qid}'")
         if name:
             other = self.by_name.get(name)
             if other is not None and other != qid:
-                raise Rejected(f"raft apply failed: name '{row['Name']}' aliases an existing query name", 500)
+                raise Failed(f"raft apply failed: name '{row['Name']}' aliases an existing query name")
         elif is_template(row) and self.templates.get("") not in (None, qid):
-            raise Rejected("raft apply failed: a query template with an empty name already exists", 500)
+            raise Failed("raft apply failed: a query template with an empty name already exists")
         # Lookups try IDs before names, so a name that is another query's ID could hijack it.
         if _UUID.match(name) and name in self.rows:
-            raise Rejected(f"raft apply failed: name '{row['Name']}' aliases an existing query ID", 500)
+            raise Failed(f"raft apply failed: name '{row['Name']}' aliases an existing query ID")
         if row["Session"] and not session_exists(row["Session"]):
-            raise Rejected(f'raft apply failed: invalid session "{row["Session"]}"', 500)
+            raise Failed(f'raft apply failed: invalid session "{row["Session"]}"')
         new = dict(row, CreateIndex=old["CreateIndex"] if old else index, ModifyIndex=index)
         old_index = self.index
         if old is not None:

@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from buoy.core.errors import Error, Failed, Invalid
 from buoy.server.state.ca import CATable
 from buoy.server.state.catalog import CatalogTable
-from buoy.server.state.errors import Rejected
 from buoy.server.state.intentions import IntentionTable
 from buoy.server.state.kv import KVTable
 from buoy.server.state.members import ALIVE, FAILED, LEFT, MemberTable, serf_check
@@ -71,16 +71,17 @@ class StateStore:
             return None
         handler = self._ops.get(op)  # type: ignore[arg-type]
         if handler is None:
-            return {"error": f"unknown command {op!r}", "status": 500}
+            return Failed(f"unknown command {op!r}")
         self.index += 1
         # Only a transaction can fail after it has written; every other command validates first.
         undo = UndoLog(enabled=op == "txn")
         try:
             return handler(self, cmd, self.index, undo)
-        except Rejected as e:
+        except Error as e:
+            # Handed back as a value: the proposer raises it, and only it (a follower applies and moves on).
             undo.rollback()
             self._touched = set()
-            return {"error": e.message, "status": e.status}
+            return e.with_traceback(None)
         except TxnFailed as e:
             undo.rollback()
             self._touched = set()
@@ -121,7 +122,7 @@ class StateStore:
         for i, op in enumerate(cmd["ops"]):
             try:
                 results.extend({"KV": r} for r in self._txn_kv(op, index, undo, cmd["ts"]))
-            except Rejected as e:
+            except Error as e:
                 errors.append({"OpIndex": i, "What": e.message})
         if errors:
             raise TxnFailed(errors)
@@ -145,10 +146,10 @@ class StateStore:
             try:
                 ok = self.kv.set(key, op.get("Value", b""), op.get("Flags", 0), index, undo,
                                  session_exists=self.sessions.rows.__contains__, now=now, **kwargs)
-            except Rejected as e:
-                raise Rejected(f'failed to {verb} key "{key}": {e.message}') from None
+            except Error as e:
+                raise Invalid(f'failed to {verb} key "{key}": {e.message}') from None
             if not ok:
-                raise Rejected({
+                raise Invalid({
                     "cas": f'failed to set key "{key}", index is stale',
                     "lock": f'failed to lock key "{key}", lock is already held',
                     "unlock": f'failed to unlock key "{key}", lock isn\'t held, or is held by another session',
@@ -157,7 +158,7 @@ class StateStore:
             return bare(self.kv.get(key))
         if verb == "get":
             if entry is None:
-                raise Rejected(f'key "{key}" doesn\'t exist')
+                raise Invalid(f'key "{key}" doesn\'t exist')
             return [entry]
         if verb == "get-or-empty":
             return [entry] if entry else []
@@ -166,16 +167,16 @@ class StateStore:
         if verb == "check-index":
             if entry is None or entry["ModifyIndex"] != op.get("Index", 0):
                 have = entry["ModifyIndex"] if entry else 0
-                raise Rejected(f'current modify index {have} != {op.get("Index", 0)}')
+                raise Invalid(f'current modify index {have} != {op.get("Index", 0)}')
             return bare(entry)
         if verb == "check-session":
             held = entry.get("Session", "") if entry else ""
             if entry is None or held != op.get("Session", ""):
-                raise Rejected(f'current session "{held}" != "{op.get("Session", "")}"')
+                raise Invalid(f'current session "{held}" != "{op.get("Session", "")}"')
             return bare(entry)
         if verb == "check-not-exists":
             if entry is not None:
-                raise Rejected(f'key "{key}" exists')
+                raise Invalid(f'key "{key}" exists')
             return []
         if verb == "delete":
             self.kv.delete(key, index, undo, now=now)
@@ -187,10 +188,10 @@ class StateStore:
             return []
         if verb == "delete-cas":
             if not self.kv.delete(key, index, undo, now=now, cas=op.get("Index", 0)):
-                raise Rejected(f'failed to delete key "{key}", index is stale')
+                raise Invalid(f'failed to delete key "{key}", index is stale')
             self._touched.add(("kv", key))
             return []
-        raise Rejected(f"unknown KV verb {verb!r}")
+        raise Invalid(f"unknown KV verb {verb!r}")
 
     # ---- catalog -----------------------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class StateStore:
             services.add(reg["Service"]["ID"])
         for check in reg.get("Checks") or ():
             if check.get("ServiceID") and check["ServiceID"] not in services:
-                raise Rejected(f"Unknown service ID {check['ServiceID']!r} for check {check['CheckID']!r}", 500)
+                raise Failed(f"Unknown service ID {check['ServiceID']!r} for check {check['CheckID']!r}")
         self.catalog.ensure_node(reg, index, undo, self._touched, skip_update=reg.get("SkipNodeUpdate", False))
         if reg.get("Service"):
             self.catalog.ensure_service(node, reg["Service"], index, undo, self._touched)
@@ -236,15 +237,15 @@ class StateStore:
         row = cmd["session"]
         node = row["Node"]
         if node not in self.catalog.nodes:
-            raise Rejected(f"Failed session create: Missing node registration: {node}", 500)
+            raise Failed(f"Failed session create: Missing node registration: {node}")
         checks = self.catalog.checks.get(node, {})
         wanted = list(row["NodeChecks"]) + [c["ID"] for c in row["ServiceChecks"] or ()]
         for check_id in wanted:
             check = checks.get(check_id)
             if check is None:
-                raise Rejected(f"Failed session create: Missing check '{check_id}' registration", 500)
+                raise Failed(f"Failed session create: Missing check '{check_id}' registration")
             if check["Status"] == "critical":
-                raise Rejected(f"Failed session create: Check '{check_id}' is in critical state", 500)
+                raise Failed(f"Failed session create: Check '{check_id}' is in critical state")
         self.sessions.insert(row, index, undo)
         self._touched.update({("sessions",), ("session", row["ID"])})
         return {"ID": row["ID"]}
@@ -283,7 +284,7 @@ class StateStore:
 
     def _query_delete(self, cmd: dict[str, Any], index: int, undo: UndoLog) -> bool:
         if self.queries.remove(cmd["id"], index, undo) is None:
-            raise Rejected(f"Cannot modify non-existent prepared query: '{cmd['id']}'", 500)
+            raise Failed(f"Cannot modify non-existent prepared query: '{cmd['id']}'")
         self._touched.add(("queries",))
         return True
 
@@ -345,7 +346,7 @@ class StateStore:
         """A graceful leave or a force-leave: the node leaves the catalog at once; ``prune`` forgets it."""
         row = self.members.get(cmd["node"])
         if row is None:
-            raise Rejected(f"agent: No node found with name '{cmd['node']}'", 500)
+            raise Failed(f"agent: No node found with name '{cmd['node']}'")
         if cmd.get("prune"):
             self.members.remove(cmd["node"])
         else:
