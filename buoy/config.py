@@ -17,10 +17,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from buoy import log
-from buoy.agent.definitions import ServiceDef, parse_check, parse_service
+from buoy import __version__, log
 from buoy.core.decode import DecodeFailed
 from buoy.core.errors import Error
+from buoy.core.structs.ca import parse_config
+from buoy.core.structs.definitions import ServiceDef, parse_check, parse_service
+from buoy.core.structs.member import NodeIdentity
 from buoy.durations import parse_duration
 
 
@@ -118,6 +120,11 @@ class Config:
         host = first if first not in ("0.0.0.0", "::") else self.advertise_addr
         return f"{host}:{self.http_port}"
 
+    def identity(self, node_id: str) -> NodeIdentity:
+        """Who this agent is to the cluster: its member row and its catalog node."""
+        return NodeIdentity(self.node_name, node_id, self.advertise_addr, self.http_port, self.datacenter,
+                            self.server, self.server_port if self.server else None, __version__)
+
     def cluster_key(self) -> bytes:
         """The decoded ``encrypt`` key (32 random bytes, base64, from ``buoy keygen``)."""
         if not self.encrypt:
@@ -138,8 +145,6 @@ class Config:
             raise ConfigError(f"connect.ca_provider: {self.connect_ca_provider!r} is not supported: only the "
                               "built-in \"consul\" provider")
         if self.connect_ca_config:
-            from buoy.server.ca import parse_config
-
             try:
                 parse_config(self.connect_ca_config)
             except Error as e:

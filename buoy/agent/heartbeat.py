@@ -10,12 +10,10 @@ from typing import Any
 
 import structlog
 
-import buoy
-from buoy.agent.sync import node_fields
 from buoy.api.client import ClientError
 from buoy.config import Config
 from buoy.core.errors import Error
-from buoy.server.heartbeats import BEATS_PER_TTL
+from buoy.core.structs.member import BEATS_PER_TTL
 
 log = structlog.get_logger("buoy.heartbeat")
 RETRY_AFTER = 0.5
@@ -23,16 +21,10 @@ RETRY_AFTER = 0.5
 Send = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def member_fields(cfg: Config, node_id: str) -> dict[str, Any]:
-    """This agent as /v1/agent/members shows it."""
-    return {"Name": cfg.node_name, "ID": node_id, "Addr": cfg.advertise_addr, "Port": cfg.http_port,
-            "Role": "consul" if cfg.server else "node", "Build": buoy.__version__, "Datacenter": cfg.datacenter,
-            "RaftPort": cfg.server_port if cfg.server else None}
-
-
 class Heartbeater:
     def __init__(self, cfg: Config, node_id: str, send: Send, on_resync: Callable[[], None]) -> None:
-        self.payload = {"member": member_fields(cfg, node_id), "reg": node_fields(cfg, node_id)}
+        me = cfg.identity(node_id)
+        self.payload = {"member": me.member(), "reg": me.node()}
         self.send = send
         self.on_resync = on_resync
         self.ttl = cfg.heartbeat_ttl

@@ -23,10 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from buoy.agent.versioned import Versioned
 from buoy.api.client import Client, ClientError
+from buoy.api.internal import CA_SIGN
 from buoy.config import Config
+from buoy.connect.ca import colon_hex, generate_key, key_pem
 from buoy.core.errors import Failed
-from buoy.server.ca import colon_hex, generate_key, key_pem, service_uri
-from buoy.server.server import CA_SIGN
+from buoy.core.spiffe import service_uri
 
 log = structlog.get_logger("buoy.leaf")
 

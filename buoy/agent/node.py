@@ -13,12 +13,12 @@ from buoy.agent.checks import grpc, h2ping, http, script, tcp, udp
 from buoy.agent.checks.alias import AliasCheck
 from buoy.agent.checks.probe import Kind, ProbeCheck
 from buoy.agent.checks.ttl import TTLChecks
-from buoy.agent.definitions import SIDECAR_PORTS, SIDECAR_SUFFIX, ServiceDef, sidecar_checks
 from buoy.agent.local import LocalState
 from buoy.agent.sync import AntiEntropy, Catalog
 from buoy.agent.versioned import Versioned
 from buoy.config import Config, ConfigError
 from buoy.core.errors import Error, Failed, NotFound
+from buoy.core.structs.definitions import SIDECAR_PORTS, SIDECAR_SUFFIX, ServiceDef, sidecar_checks
 from buoy.durations import parse_duration
 
 log = structlog.get_logger("buoy.node")

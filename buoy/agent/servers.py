@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from buoy.api.client import AgentTimeout, AgentUnreachable, Client, ClientError
+from buoy.api.internal import APPLY, NODE, http_addr
 from buoy.api.signed import signed_call
 from buoy.config import Config
-from buoy.server.membership import http_addr
 
 NO_SERVERS = "No known Consul servers"
 
@@ -77,8 +77,8 @@ class RemoteCatalog:
         self.pool = pool
 
     async def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-        answer = await self.pool.call("/v1/internal/buoy/node", {"node": node})
+        answer = await self.pool.call(NODE, {"node": node})
         return answer["services"], answer["checks"]
 
     async def apply(self, cmd: dict[str, Any]) -> Any:
-        return await self.pool.call("/v1/internal/buoy/apply", {"cmd": cmd})
+        return await self.pool.call(APPLY, {"cmd": cmd})

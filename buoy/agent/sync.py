@@ -32,15 +32,6 @@ SERVER_OWNED_CHECKS = frozenset({"serfHealth"})
 _CHECK_KEYS = ("Name", "Status", "Notes", "Output", "ServiceID", "Type", "Interval", "Timeout", "Definition")
 
 
-def node_fields(cfg: Config, node_id: str) -> dict[str, Any]:
-    """This node as the catalog should show it; the server's self-registration and the sync agree on it."""
-    return {
-        "Node": cfg.node_name, "Address": cfg.advertise_addr, "ID": node_id, "Datacenter": cfg.datacenter,
-        "TaggedAddresses": {"lan": cfg.advertise_addr, "lan_ipv4": cfg.advertise_addr},
-        "Meta": {"consul-network-segment": ""}, "SkipNodeUpdate": False, "Service": None, "Checks": [],
-    }
-
-
 class Catalog(Protocol):
     """Where the agent's node lives: the local state store on a server agent, signed calls to the
     servers on a client agent (buoy.agent.servers.RemoteCatalog)."""
@@ -101,7 +92,7 @@ class AntiEntropy:
         node = self.cfg.node_name
         if full:
             self._services, self._checks = await self.catalog.node_view(node)
-        base = node_fields(self.cfg, self.node_id)
+        base = self.cfg.identity(self.node_id).node()
         await self._apply_all([
             ({"op": "catalog.register", "reg": dict(base, Service=svc)}, self._services, sid, svc)
             for sid, svc in list(self.local.services.items())

@@ -54,7 +54,7 @@ def agent(**flags: Any) -> None:
     if flags["recursor"]:
         overrides["recursors"] = list(flags["recursor"])
     sources = Sources(dev=flags["dev"], files=flags["config_file"], dirs=flags["config_dir"], flags=overrides)
-    from buoy.agent.agent import run_agent
+    from buoy.process import run_agent
 
     try:
         cfg = build(sources)

@@ -16,10 +16,10 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from buoy.agent.intentions import Decision, IntentionCache, default_for
 from buoy.api.client import Client
 from buoy.api.watch import Watch
 from buoy.connect.config import ProxyConfig, ProxyConfigError, UpstreamConfig, from_service, split_hostport
+from buoy.connect.intentions import Decision, IntentionCache, default_for
 from buoy.connect.metrics import Metrics
 from buoy.connect.public import PublicListener
 from buoy.connect.tls import Contexts, build

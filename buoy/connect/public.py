@@ -13,8 +13,8 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 
-from buoy.agent.intentions import Decision
 from buoy.connect.config import PublicConfig
+from buoy.connect.intentions import Decision
 from buoy.connect.listener import Listener
 from buoy.connect.metrics import Metrics
 from buoy.connect.pipe import Side, link, paused

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from buoy.agent.intentions import SpiffeService, parse_spiffe
+from buoy.core.spiffe import SpiffeService, parse_spiffe
 
 
 class PeerRejected(Exception):

@@ -7,6 +7,8 @@ Code below ``http/`` says what went wrong (an invalid request, a missing object,
 
 from __future__ import annotations
 
+NO_LEADER = "No cluster leader"  # Consul's words for "no server leads now"; clients match on them
+
 
 class Error(Exception):
     """A request Buoy refuses or cannot carry out; ``message`` is the one-line text a client sees."""

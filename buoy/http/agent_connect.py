@@ -7,13 +7,14 @@ from aiohttp import web
 
 from buoy.agent.leaf import LeafCerts
 from buoy.http.blocking import parse_wait
+from buoy.http.context import agent_of
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
 
 
 def _leaves(request: web.Request) -> LeafCerts:
-    return request.app["agent"].leaves
+    return agent_of(request).leaves
 
 
 @routes.get("/v1/agent/connect/ca/roots")

@@ -1,6 +1,6 @@
 """``/v1/agent/connect/authorize``: may the client certificate's service connect to the target service?
 
-Answered by every agent from its IntentionCache (buoy.agent.intentions), which follows the target's
+Answered by every agent from its IntentionCache (buoy.connect.intentions), which follows the target's
 intentions through the agent's own HTTP API with a blocking query: the first question about a target
 costs one read (a client agent passes it to the servers), the next ones none. The certificate itself is
 not checked here: as in Consul, the caller has verified the TLS chain; only the SPIFFE URI's shape is.
@@ -12,20 +12,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from buoy.agent.intentions import IntentionCache, NotAService, default_for, parse_spiffe
+from buoy.connect.intentions import IntentionCache, default_for
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid
+from buoy.core.spiffe import NotAService, parse_spiffe
+from buoy.http.context import AGENT, INTENTIONS
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
-CACHE = "intention_cache"
-
-
 async def intention_cache(app: web.Application) -> AsyncIterator[None]:
     """The app's IntentionCache, for ``app.cleanup_ctx``: its watches end with the app."""
-    cfg = app["agent"].cfg
-    cache = app[CACHE] = IntentionCache(cfg.http_addr, default_for(cfg.intentions_default, cfg.dev))
+    cfg = app[AGENT].cfg
+    cache = app[INTENTIONS] = IntentionCache(cfg.http_addr, default_for(cfg.intentions_default, cfg.dev))
     yield
     await cache.close()
 
@@ -46,6 +45,6 @@ async def authorize(request: web.Request) -> web.Response:
         raise Invalid("ClientCertURI not a valid Connect identifier") from None
     if client.partition != "default":
         raise Invalid(f'Mismatched partitions: "{client.partition}" != "default"')
-    cache: IntentionCache = request.app[CACHE]
+    cache = request.app[INTENTIONS]
     decision = await cache.authorize(target, client.service, client.namespace)
     return json_response(request, {"Authorized": decision.allowed, "Reason": decision.reason})

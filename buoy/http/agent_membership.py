@@ -8,43 +8,40 @@ from typing import Any
 from aiohttp import web
 
 import buoy
-from buoy.agent.heartbeat import member_fields
 from buoy.api.client import ClientError
 from buoy.core.errors import Failed
-from buoy.http import encode, proxy
+from buoy.core.structs import member
+from buoy.core.structs.member import ALIVE
+from buoy.http import proxy
+from buoy.http.context import agent_of, node_of
 from buoy.http.respond import json_response
-from buoy.server.state.members import ALIVE, STATUS_CODES
 
 routes = web.RouteTableDef()
 
 
-def _member_out(row: dict[str, Any], dc: str) -> dict[str, Any]:
-    return encode.member(row["Name"], row["Addr"], row["Port"], row["Role"], dc, STATUS_CODES[row["Status"]],
-                         row.get("RaftPort"), row.get("Build", ""))
-
-
 @routes.get("/v1/agent/members")
 async def members(request: web.Request) -> web.StreamResponse:
-    agent = request.app["agent"]
+    agent = agent_of(request)
     if agent.server is None:
         return await proxy.forward(request)  # a client knows the members through the servers
     with agent.server.store.lock:
         rows = dict(agent.server.store.members.rows)
     # An agent always knows itself alive, also before its first heartbeat has reached a leader.
-    rows.setdefault(agent.cfg.node_name, dict(member_fields(agent.cfg, agent.node_id), Status=ALIVE))
-    return json_response(request, [_member_out(rows[n], agent.cfg.datacenter) for n in sorted(rows)])
+    rows.setdefault(agent.cfg.node_name, dict(agent.cfg.identity(agent.node_id).member(), Status=ALIVE))
+    return json_response(request, [member.to_api(rows[n], agent.cfg.datacenter) for n in sorted(rows)])
 
 
 @routes.get("/v1/agent/self")
 async def agent_self(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
+    agent = agent_of(request)
     cfg = agent.cfg
     server = agent.server
     consul = {"server": str(server is not None).lower(), "known_datacenters": "1"}
     if server is not None:
         consul.update(leader=str(server.is_leader).lower(), leader_addr=server.leader_addr or "")
     stats: dict[str, Any] = {
-        "agent": {"checks": str(len(agent.node.local.checks)), "services": str(len(agent.node.local.services))},
+        "agent": {"checks": str(len(node_of(request).local.checks)),
+                  "services": str(len(node_of(request).local.services))},
         "build": {"version": buoy.CONSUL_COMPAT_VERSION, "buoy": buoy.__version__, "prerelease": ""},
         "consul": consul,
     }
@@ -63,7 +60,7 @@ async def agent_self(request: web.Request) -> web.Response:
                         "ServerPort": cfg.server_port, "RetryJoinLAN": list(cfg.retry_join),
                         "IntentionsDefault": cfg.intentions_default or ""},
         "Coord": None,
-        "Member": _member_out(dict(member_fields(cfg, agent.node_id), Status=ALIVE), cfg.datacenter),
+        "Member": member.to_api(dict(cfg.identity(agent.node_id).member(), Status=ALIVE), cfg.datacenter),
         "Stats": stats,
         "Meta": {"consul-network-segment": "", "buoy-version": buoy.__version__},
         "xDS": None,
@@ -73,13 +70,13 @@ async def agent_self(request: web.Request) -> web.Response:
 
 @routes.put("/v1/agent/leave")
 async def leave(request: web.Request) -> web.Response:
-    await request.app["agent"].leave()
+    await agent_of(request).leave()
     return web.Response()
 
 
 @routes.put("/v1/agent/force-leave/{node}")
 async def force_leave(request: web.Request) -> web.Response:
-    await request.app["agent"].force_leave(request.match_info["node"], prune="prune" in request.query)
+    await agent_of(request).force_leave(request.match_info["node"], prune="prune" in request.query)
     return web.Response()
 
 
@@ -88,7 +85,7 @@ async def join(request: web.Request) -> web.Response:
     if "wan" in request.query:
         raise Failed("WAN join is not supported: this agent has one datacenter")
     try:
-        await request.app["agent"].join(request.match_info["addr"])
+        await agent_of(request).join(request.match_info["addr"])
     except ClientError as e:
         raise Failed(f"Error joining address '{request.match_info['addr']}': {e}") from None
     return web.Response()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from buoy.agent.reload import reload
 from buoy.config import ConfigError
 from buoy.core.errors import Failed
+from buoy.http.context import agent_of
 
 routes = web.RouteTableDef()
 
@@ -15,7 +15,7 @@ routes = web.RouteTableDef()
 @routes.put("/v1/agent/reload")
 async def agent_reload(request: web.Request) -> web.Response:
     try:
-        reload(request.app["agent"])
+        agent_of(request).reload()
     except ConfigError as e:
         raise Failed(str(e)) from None
     return web.Response()

@@ -4,39 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from buoy.agent.definitions import STATES, parse_check, parse_service
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid, NotFound
+from buoy.core.structs.definitions import STATES, parse_check, parse_service
 from buoy.http.blocking import parse_wait
+from buoy.http.context import agent_of, node_of
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
+
+if TYPE_CHECKING:
+    from buoy.agent.node import NodeAgent
 
 routes = web.RouteTableDef()
 _WORST = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
 _HTTP_STATUS = {"passing": 200, "warning": 429, "critical": 503, "maintenance": 503}
 
 
-def _node(request: web.Request) -> Any:
-    return request.app["agent"].node
+def _node(request: web.Request) -> NodeAgent:
+    return node_of(request)
 
 
 def _api_scripts(request: web.Request) -> bool:
     """Script checks registered over HTTP need enable_script_checks; enable_local_script_checks is not enough."""
-    return bool(request.app["agent"].cfg.enable_script_checks)
+    return bool(agent_of(request).cfg.enable_script_checks)
 
 
 def _service_out(request: web.Request, svc: dict[str, Any]) -> dict[str, Any]:
-    return dict(svc, Datacenter=request.app["agent"].cfg.datacenter)
+    return dict(svc, Datacenter=agent_of(request).cfg.datacenter)
 
 
 def _check_out(request: web.Request, check: dict[str, Any]) -> dict[str, Any]:
-    agent = request.app["agent"]
-    svc = agent.node.local.services.get(check["ServiceID"])
+    agent = agent_of(request)
+    svc = node_of(request).local.services.get(check["ServiceID"])
     return dict(check, Node=agent.cfg.node_name, ServiceName=svc["Service"] if svc else "",
                 ServiceTags=list(svc["Tags"]) if svc else [])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from types import ModuleType
 
 import structlog
 from aiohttp import web
@@ -18,19 +18,10 @@ from buoy.http import (
     agent_membership,
     agent_reload,
     agent_services,
-    catalog,
-    connect_ca,
     forward,
-    health,
-    intentions,
-    internal,
-    kv,
     proxy,
-    query,
-    session,
-    status,
-    txn,
 )
+from buoy.http.context import AGENT, BLOCKING_FORWARDS, FORWARD_CLIENTS, LOOP, MAX_BODY, PRETTY, AgentProcess, agent_of
 from buoy.http.decode import MAX_JSON_BODY
 from buoy.http.errors import status_of
 
@@ -54,7 +45,7 @@ def guarded(handler: Handler) -> Handler:
         try:
             if request.query_string:
                 dc = request.query.get("dc")
-                if dc and dc != request.app["agent"].cfg.datacenter:
+                if dc and dc != agent_of(request).cfg.datacenter:
                     raise Failed("No path to datacenter")
             response = await handler(request)
         except Error as e:
@@ -91,23 +82,30 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 
 # Every agent answers these itself; a client agent passes every other /v1 call to a server.
 AGENT_MODULES = (agent_services, agent_membership, agent_reload, agent_connect, agent_intentions)
-SERVER_MODULES = (kv, txn, session, catalog, health, query, status, internal, connect_ca, intentions)
 
 
-def make_app(agent: Any) -> web.Application:
+def _server_modules() -> tuple[ModuleType, ...]:
+    """The routes only a server answers, imported only on a server: they read the state store."""
+    from buoy.http import catalog, connect_ca, health, intentions, internal, kv, query, session, status, txn
+
+    return (kv, txn, session, catalog, health, query, status, internal, connect_ca, intentions)
+
+
+def make_app(agent: AgentProcess) -> web.Application:
     cfg = agent.cfg
     largest = max(cfg.kv_max_value_size, cfg.txn_max_req_len, MAX_JSON_BODY)
     app = web.Application(client_max_size=largest + 1,
                           handler_args={"max_field_size": 16384})
-    app["agent"] = agent
-    app["max_body"] = largest
-    app["pretty"] = cfg.dev
-    app["loop"] = asyncio.get_event_loop()
-    app["blocking_forwards"] = set()
+    app[AGENT] = agent
+    app[MAX_BODY] = largest
+    app[PRETTY] = cfg.dev
+    app[LOOP] = asyncio.get_running_loop()
+    app[BLOCKING_FORWARDS] = set()
+    app[FORWARD_CLIENTS] = {}
     app.on_shutdown.append(proxy.release)
     app.on_cleanup.append(forward.close)
     app.cleanup_ctx.append(agent_intentions.intention_cache)
-    for module in AGENT_MODULES + (SERVER_MODULES if agent.server is not None else ()):
+    for module in AGENT_MODULES + (_server_modules() if agent.server is not None else ()):
         for route in module.routes:
             assert isinstance(route, web.RouteDef)
             app.router.add_route(route.method, route.path, guarded(route.handler), **route.kwargs)

@@ -17,6 +17,7 @@ from buoy.core.errors import Invalid
 from buoy.durations import parse_duration
 from buoy.http import forward
 from buoy.http.bexpr import Predicate, compile_filter
+from buoy.http.context import LOOP, agent_of, server_of
 from buoy.http.respond import render
 from buoy.server.state.catalog import service_topic
 from buoy.server.state.store import Topic
@@ -25,7 +26,7 @@ Compute = Callable[[], tuple[int, Any]]
 
 
 def parse_wait(request: web.Request) -> tuple[int, float]:
-    cfg = request.app["agent"].cfg
+    cfg = agent_of(request).cfg
     q = request.query
     index = 0
     if "index" in q:
@@ -58,7 +59,7 @@ async def consistency(request: web.Request) -> str:
     stale, consistent = "stale" in q, "consistent" in q
     if stale and consistent:
         raise Invalid("Cannot specify ?stale with ?consistent, conflicting semantics.")
-    server = request.app["agent"].server
+    server = server_of(request)
     if consistent:
         await server.barrier()
         return "consistent"
@@ -83,7 +84,7 @@ def _filtered(pred: Predicate | None, payload: Any) -> Any:
 
 
 def headers_for(request: web.Request, index: int, mode: str) -> dict[str, str]:
-    server = request.app["agent"].server
+    server = server_of(request)
     return {
         "X-Consul-Index": str(max(index, 1)),
         "X-Consul-KnownLeader": "true" if server.known_leader else "false",
@@ -99,7 +100,7 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
     mode = await consistency(request)
     if mode == "forward":
         return await forward.to_leader(request, wait)
-    server = request.app["agent"].server
+    server = server_of(request)
     lock = server.store.lock
 
     def run() -> tuple[int, Any]:
@@ -108,7 +109,7 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
 
     index, payload = run()
     if min_index and index <= min_index:
-        loop = request.app["loop"]
+        loop = request.app[LOOP]
         deadline = loop.time() + wait
         topics, prefixes = list(topics), list(prefixes)
         while index <= min_index:
@@ -125,5 +126,5 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
 async def service_read(request: web.Request, name: str, rows: Callable[[], Any]) -> web.Response:
     """A blocking read of one service's instances: answered at that service's own index and woken only by a
     change to it (the name matched as the catalog matches it, without regard to case)."""
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
     return await blocking(request, lambda: (catalog.name_index(name), rows()), topics=[service_topic(name)])

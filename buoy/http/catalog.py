@@ -7,11 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from buoy.agent.definitions import service_row
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid
+from buoy.core.structs.definitions import service_row
 from buoy.http import encode
 from buoy.http.blocking import blocking, request_filter, service_read
+from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
 from buoy.http.filters import node_meta_filter, tag_filter
 from buoy.http.respond import json_response
@@ -92,30 +93,29 @@ def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
 
 @routes.put("/v1/catalog/register")
 async def register(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
+    agent = agent_of(request)
     reg = parse_registration(await read_json(request), agent.cfg.datacenter)
-    return json_response(request, await agent.server.apply({"op": "catalog.register", "reg": reg}))
+    return json_response(request, await server_of(request).apply({"op": "catalog.register", "reg": reg}))
 
 
 @routes.put("/v1/catalog/deregister")
 async def deregister(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
     f = Fields(await read_json(request), "Request", DEREGISTER_FIELDS)
     node = f.str("Node")
     if not node:
         raise Invalid("Missing node name")
     cmd = {"op": "catalog.deregister", "node": node, "service_id": f.str("ServiceID"), "check_id": f.str("CheckID")}
-    return json_response(request, await agent.server.apply(cmd))
+    return json_response(request, await server_of(request).apply(cmd))
 
 
 @routes.get("/v1/catalog/datacenters")
 async def datacenters(request: web.Request) -> web.Response:
-    return json_response(request, [request.app["agent"].cfg.datacenter])
+    return json_response(request, [agent_of(request).cfg.datacenter])
 
 
 @routes.get("/v1/catalog/nodes")
 async def nodes(request: web.Request) -> web.Response:
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
 
     def compute() -> tuple[int, Any]:
@@ -127,7 +127,7 @@ async def nodes(request: web.Request) -> web.Response:
 
 @routes.get("/v1/catalog/services")
 async def services(request: web.Request) -> web.Response:
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
     pred = request_filter(request)
 
@@ -151,7 +151,7 @@ async def _instances(request: web.Request, connect: bool) -> web.Response:
     """/v1/catalog/service, or with ``connect`` /v1/catalog/connect: the service's proxies and native instances.
     Watching the name is enough: a proxy's changes touch its destination."""
     name = request.match_info["service"]
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
     tags_ok, meta_ok = tag_filter(request), node_meta_filter(request)
     return await service_read(request, name, lambda: [
         encode.service_node(n, s) for n, s in catalog.instances(name, connect) if tags_ok(s) and meta_ok(n)])
@@ -170,7 +170,7 @@ async def connect(request: web.Request) -> web.Response:
 async def _node_view(request: web.Request, services_as_map: bool) -> web.Response:
     """A node and its services: a map by ID for /catalog/node, a list for /catalog/node-services."""
     name = request.match_info["node"]
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
 
     def compute() -> tuple[int, Any]:
         row = catalog.nodes.get(name)

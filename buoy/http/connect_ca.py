@@ -13,6 +13,7 @@ from aiohttp import web
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid
 from buoy.http.blocking import blocking
+from buoy.http.context import server_of
 from buoy.http.decode import read_json
 from buoy.http.respond import Raw
 from buoy.server.state.ca import CATable
@@ -27,7 +28,7 @@ _TRUE, _FALSE = {"1", "t", "T", "TRUE", "true", "True"}, {"0", "f", "F", "FALSE"
 
 
 def _ca(request: web.Request) -> CATable:
-    return request.app["agent"].server.store.ca
+    return server_of(request).store.ca
 
 
 def roots_json(ca: CATable) -> dict[str, Any]:
@@ -79,6 +80,6 @@ async def set_configuration(request: web.Request) -> web.Response:
     state = f.raw("State")
     if state is not None and not isinstance(state, dict):
         raise DecodeFailed("CAConfiguration.State: expected an object of strings")
-    await request.app["agent"].server.duties.ca.configure(
+    await server_of(request).duties.ca.configure(
         f.str("Provider"), f.obj("Config") or {}, f.bool("ForceWithoutCrossSigning"), state)
     return web.Response()

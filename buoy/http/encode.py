@@ -57,17 +57,3 @@ def session(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["Checks"] = list(row["NodeChecks"])  # the pre-1.7 field, still read by older clients
     return out
-
-
-def member(name: str, addr: str, port: int, role: str, dc: str, status: int, raft_port: int | None,
-           build: str) -> dict[str, Any]:
-    tags = {"role": role, "dc": dc, "build": build, "vsn": "2", "vsn_min": "2", "vsn_max": "3",
-            "segment": "", "id": ""}
-    if raft_port is not None:
-        tags["port"] = str(raft_port)
-        tags["raft_vsn"] = "3"
-    return {
-        "Name": name, "Addr": addr, "Port": port, "Tags": tags, "Status": status,
-        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
-        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
-    }

@@ -9,8 +9,8 @@ import time
 from aiohttp import web
 
 from buoy.api.client import APIError, Client, ClientError
-from buoy.core.errors import Failed
-from buoy.server.raft.errors import NO_LEADER
+from buoy.core.errors import NO_LEADER, Failed
+from buoy.http.context import FORWARD_CLIENTS, server_of
 
 RPC_HOLD_TIMEOUT = 7.0  # Consul's rpc_hold_timeout: how long a call waits out a leader election
 HOLD_PAUSE = 0.2
@@ -21,7 +21,7 @@ _PASS_HEADERS = ("Content-Type", "X-Consul-Index", "X-Consul-KnownLeader", "X-Co
 
 def _client(app: web.Application, addr: str) -> Client:
     """One keep-alive client per leader address, for the life of the app."""
-    clients: dict[str, Client] = app.setdefault("forward_clients", {})
+    clients = app[FORWARD_CLIENTS]
     if addr not in clients:
         clients[addr] = Client(addr, token="")
     return clients[addr]
@@ -31,14 +31,13 @@ async def to_leader(request: web.Request, wait: float) -> web.Response:
     """Replay the read on the leader. During an election, or while the leader this server knows is
     unreachable (dead, and not yet replaced), hold the read for up to RPC_HOLD_TIMEOUT as Consul does:
     it is a read, so asking again is safe."""
-    server = request.app["agent"].server
+    server = server_of(request)
     hold_until = time.monotonic() + RPC_HOLD_TIMEOUT
     while True:
-        with server.store.lock:
-            info = server.store.servers.get(server.leader_addr or "")
-        if info is not None:
+        leader = server.leader_http_addr()
+        if leader is not None:
             try:
-                resp = await _client(request.app, info["HTTP"]).request(
+                resp = await _client(request.app, leader).request(
                     "GET", request.rel_url.raw_path, params=list(request.query.items()), timeout=wait + 30,
                     allow_404=True)
                 break
@@ -57,5 +56,5 @@ async def to_leader(request: web.Request, wait: float) -> web.Response:
 
 
 async def close(app: web.Application) -> None:
-    for client in app.get("forward_clients", {}).values():
+    for client in app[FORWARD_CLIENTS].values():
         await client.close()

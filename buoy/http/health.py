@@ -9,6 +9,7 @@ from aiohttp import web
 from buoy.core.errors import Failed
 from buoy.http import encode
 from buoy.http.blocking import blocking, service_read
+from buoy.http.context import server_of
 from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
 
 routes = web.RouteTableDef()
@@ -23,7 +24,7 @@ def service_entry(node: dict[str, Any], svc: dict[str, Any], checks: list[dict[s
 @routes.get("/v1/health/node/{node}")
 async def node(request: web.Request) -> web.Response:
     name = request.match_info["node"]
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
 
     def compute() -> tuple[int, Any]:
         checks = sorted(catalog.checks.get(name, {}).values(), key=lambda c: c["CheckID"])
@@ -35,7 +36,7 @@ async def node(request: web.Request) -> web.Response:
 @routes.get("/v1/health/checks/{service}")
 async def checks(request: web.Request) -> web.Response:
     name = request.match_info["service"]
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
 
     return await service_read(request, name, lambda: [
@@ -47,7 +48,7 @@ async def _instances(request: web.Request, connect: bool) -> web.Response:
     """/v1/health/service, or with ``connect`` /v1/health/connect: the same filters over the instances that
     take the service's mesh traffic. Watching the name is enough: a proxy's changes touch its destination."""
     name = request.match_info["service"]
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
     tags_ok, meta_ok, passing = tag_filter(request), node_meta_filter(request), passing_filter(request)
 
     return await service_read(request, name, lambda: [
@@ -70,7 +71,7 @@ async def state(request: web.Request) -> web.Response:
     wanted = request.match_info["state"]
     if wanted not in ("any", "passing", "warning", "critical"):
         raise Failed(f"Invalid state {wanted!r}: expected any, passing, warning or critical")
-    catalog = request.app["agent"].server.store.catalog
+    catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
 
     def compute() -> tuple[int, Any]:

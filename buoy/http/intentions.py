@@ -23,13 +23,15 @@ from typing import Any
 
 from aiohttp import web
 
-from buoy.agent.intentions import decide, default_for
+from buoy.connect.intentions import decide, default_for
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid, NotFound
+from buoy.core.spiffe import WILDCARD
 from buoy.http.blocking import blocking
+from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
-from buoy.server.state.intentions import WILDCARD, IntentionTable
+from buoy.server.state.intentions import IntentionTable
 from buoy.server.state.store import StateStore, Topic
 
 routes = web.RouteTableDef()
@@ -295,7 +297,7 @@ def intention_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _state(request: web.Request) -> StateStore:
-    state: StateStore = request.app["agent"].server.store
+    state: StateStore = server_of(request).store
     return state
 
 
@@ -307,7 +309,7 @@ def _look(request: web.Request, fn: Callable[[IntentionTable], Any]) -> Any:
 
 
 async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
-    await request.app["agent"].server.apply(cmd)
+    await server_of(request).apply(cmd)
 
 
 # ---- routes (the fixed paths before /{id}: the first matching resource answers) -----------------------
@@ -365,7 +367,7 @@ async def check(request: web.Request) -> web.Response:
     if source_type != "consul":
         raise Failed(f"unsupported SourceType: {_q(source_type)}")
     table = _state(request).intentions
-    cfg = request.app["agent"].cfg
+    cfg = agent_of(request).cfg
     default = default_for(cfg.intentions_default, cfg.dev)
 
     def compute() -> tuple[int, Any]:

@@ -10,11 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.api.internal import APPLY, CA_SIGN, HEARTBEAT, JOIN, LEAVE, NODE, PEER
 from buoy.api.signed import signed_headers, verify_headers
 from buoy.core.decode import DecodeFailed
 from buoy.core.errors import Forbidden, Invalid
+from buoy.http.context import server_of
 from buoy.http.decode import read_body
-from buoy.server.server import CA_SIGN, HEARTBEAT, JOIN, LEAVE
 
 routes = web.RouteTableDef()
 MAX_BODY = 1 << 20
@@ -23,7 +24,7 @@ CATALOG_OPS = ("catalog.register", "catalog.deregister")
 
 
 async def _verified(request: web.Request) -> dict[str, Any]:
-    server = request.app["agent"].server
+    server = server_of(request)
     body = await read_body(request, MAX_BODY)
     if server is None or not verify_headers(server.key, request.headers, body):
         raise Forbidden("Permission denied: request not signed with this cluster's key")
@@ -38,14 +39,14 @@ async def _verified(request: web.Request) -> dict[str, Any]:
 
 def _answer(request: web.Request, data: Any) -> web.Response:
     body = json.dumps(data).encode()
-    key = request.app["agent"].server.key
+    key = server_of(request).key
     return web.Response(body=body, content_type="application/json", headers=signed_headers(key, body))
 
 
-@routes.get("/v1/internal/buoy/peer")
+@routes.get(PEER)
 async def peer(request: web.Request) -> web.Response:
     await _verified(request)
-    server = request.app["agent"].server
+    server = server_of(request)
     return _answer(request, {
         "raft": server.cfg.raft_addr,
         "known": sorted(server.membership.known),
@@ -60,21 +61,21 @@ async def peer(request: web.Request) -> web.Response:
 async def on_leader(request: web.Request) -> web.Response:
     payload = await _verified(request)
     try:
-        return _answer(request, await request.app["agent"].server.on_leader(request.path, payload))
+        return _answer(request, await server_of(request).on_leader(request.path, payload))
     except (KeyError, TypeError):
         raise Invalid(f"{request.path}: malformed request") from None
 
 
-@routes.post("/v1/internal/buoy/node")
+@routes.post(NODE)
 async def node_view(request: web.Request) -> web.Response:
     payload = await _verified(request)
-    services, checks = await request.app["agent"].server.node_view(str(payload.get("node", "")))
+    services, checks = await server_of(request).node_view(str(payload.get("node", "")))
     return _answer(request, {"services": services, "checks": checks})
 
 
-@routes.post("/v1/internal/buoy/apply")
+@routes.post(APPLY)
 async def apply(request: web.Request) -> web.Response:
     cmd = (await _verified(request)).get("cmd")
     if not isinstance(cmd, dict) or cmd.get("op") not in CATALOG_OPS:
         raise Invalid("only catalog registrations can be applied through this call")
-    return _answer(request, await request.app["agent"].server.apply(cmd))
+    return _answer(request, await server_of(request).apply(cmd))

@@ -11,6 +11,7 @@ from aiohttp import web
 from buoy.core.errors import Invalid
 from buoy.http import encode
 from buoy.http.blocking import blocking
+from buoy.http.context import PRETTY, agent_of, server_of
 from buoy.http.decode import read_body
 from buoy.http.respond import NOT_FOUND, Raw, json_response
 
@@ -67,7 +68,7 @@ _cache = _BodyCache()
 
 def _fast_get(request: web.Request, key: str) -> web.Response | None:
     """A plain read of an existing key on the leader, or None to take the general path."""
-    server = request.app["agent"].server
+    server = server_of(request)
     if not server.is_leader:
         return None
     store = server.store
@@ -84,12 +85,12 @@ def _fast_get(request: web.Request, key: str) -> web.Response | None:
 @routes.get("/v1/kv/{key:.*}")
 async def kv_get(request: web.Request) -> web.Response:
     key = _key(request)
-    if key and not request.query_string and not request.app["pretty"]:
+    if key and not request.query_string and not request.app[PRETTY]:
         fast = _fast_get(request, key)
         if fast is not None:
             return fast
     q = request.query
-    store = request.app["agent"].server.store
+    store = server_of(request).store
     if "keys" in q:
         sep = q.get("separator", q.get("seperator", ""))
 
@@ -124,7 +125,7 @@ async def kv_put(request: web.Request) -> web.Response:
     key = _key(request)
     if not key:
         raise Invalid("Missing key name")
-    agent = request.app["agent"]
+    agent = agent_of(request)
     cmd: dict[str, Any] = {"op": "kv.set", "key": key, "flags": 0}
     if request.query_string:
         q = request.query
@@ -140,7 +141,7 @@ async def kv_put(request: web.Request) -> web.Response:
                     raise Invalid(f"Missing session for ?{name}")
                 cmd[name] = q[name]
     cmd["value"] = await read_body(request, agent.cfg.kv_max_value_size)
-    result = await agent.server.apply(cmd)
+    result = await server_of(request).apply(cmd)
     return json_response(request, result)
 
 
@@ -148,16 +149,15 @@ async def kv_put(request: web.Request) -> web.Response:
 async def kv_delete(request: web.Request) -> web.Response:
     key = _key(request)
     q = request.query
-    agent = request.app["agent"]
     cas = _uint(request, "cas")
     if "recurse" in q:
         if cas is not None:
             raise Invalid(f"Conflicting flags: {request.query_string}")
-        result = await agent.server.apply({"op": "kv.delete_tree", "prefix": key})
+        result = await server_of(request).apply({"op": "kv.delete_tree", "prefix": key})
         return json_response(request, result)
     if not key:
         raise Invalid("Missing key name")
     cmd: dict[str, Any] = {"op": "kv.delete", "key": key}
     if cas is not None:
         cmd["cas"] = cas
-    return json_response(request, await agent.server.apply(cmd))
+    return json_response(request, await server_of(request).apply(cmd))

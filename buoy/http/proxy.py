@@ -12,12 +12,12 @@ from aiohttp import web
 
 from buoy.agent.servers import NO_SERVERS, ServerPool
 from buoy.api.client import AgentTimeout, AgentUnreachable, Response
-from buoy.core.errors import Unavailable
+from buoy.core.errors import NO_LEADER, Unavailable
 from buoy.durations import format_duration
 from buoy.http.blocking import parse_wait
+from buoy.http.context import AGENT, BLOCKING_FORWARDS, MAX_BODY, agent_of
 from buoy.http.decode import read_body
 from buoy.http.forward import HOLD_PAUSE, RPC_HOLD_TIMEOUT
-from buoy.server.raft.errors import NO_LEADER
 
 # Hop-by-hop and framing headers are the proxy's own business on each side.
 _SKIP_REQUEST = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive",
@@ -28,8 +28,9 @@ SLACK = 30.0  # beyond a blocking query's own wait, before a silent server count
 
 
 async def forward(request: web.Request) -> web.Response:
-    pool = request.app["agent"].pool
-    body = await read_body(request, request.app["max_body"])  # the server applies the precise limit
+    pool = agent_of(request).pool
+    assert pool is not None, "forwarding on a server agent"
+    body = await read_body(request, request.app[MAX_BODY])  # the server applies the precise limit
     write = request.method not in ("GET", "HEAD")
     index, wait = parse_wait(request) if not write else (0, 0.0)
     deadline = time.monotonic() + wait
@@ -40,8 +41,8 @@ async def forward(request: web.Request) -> web.Response:
         # A blocking query waits on a server; shutdown cancels it rather than wait out its grace period.
         task = asyncio.current_task()
         assert task is not None
-        request.app["blocking_forwards"].add(task)
-        task.add_done_callback(request.app["blocking_forwards"].discard)
+        request.app[BLOCKING_FORWARDS].add(task)
+        task.add_done_callback(request.app[BLOCKING_FORWARDS].discard)
     while True:
         resp = await _try_servers(request, pool, body, headers, params, write, index, deadline)
         # No leader (an election is on): nothing was applied, so wait for one as Consul's clients do.
@@ -54,10 +55,11 @@ async def forward(request: web.Request) -> web.Response:
 
 async def release(app: web.Application) -> None:
     """On shutdown: end every open blocking query so it does not hold the agent's exit."""
-    agent = app["agent"]
+    agent = app[AGENT]
     if agent.server is not None:
         agent.server.hub.close()
-    for task in list(app["blocking_forwards"]):
+    tasks: set[asyncio.Task[web.StreamResponse]] = app[BLOCKING_FORWARDS]
+    for task in list(tasks):
         task.cancel()
 
 

@@ -21,6 +21,7 @@ from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.durations import parse_duration
 from buoy.http.blocking import blocking
+from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
 from buoy.http.health import service_entry
 from buoy.http.respond import json_response
@@ -119,7 +120,7 @@ async def _propose(request: web.Request, query: dict[str, Any], update: bool) ->
             compile_template(query)
         except QueryError as e:
             raise Failed(f"raft apply failed: failed compiling template: {e}") from None
-    await request.app["agent"].server.apply({"op": "query.set", "query": query, "update": update})
+    await server_of(request).apply({"op": "query.set", "query": query, "update": update})
 
 
 @routes.post("/v1/query")
@@ -163,7 +164,7 @@ async def update(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/query/{id}")
 async def delete(request: web.Request) -> web.Response:
-    await request.app["agent"].server.apply({"op": "query.delete", "id": request.match_info["id"]})
+    await server_of(request).apply({"op": "query.delete", "id": request.match_info["id"]})
     return web.Response()
 
 
@@ -181,7 +182,7 @@ async def execute(request: web.Request) -> web.Response:
     name = request.match_info["id"]
     limit, connect = _limit(request), _connect(request)
     state = _state(request)
-    datacenter = request.app["agent"].cfg.datacenter
+    datacenter = agent_of(request).cfg.datacenter
 
     def compute() -> tuple[int, Any]:
         query = _resolve(state.queries, name)
@@ -264,5 +265,5 @@ def _connect(request: web.Request) -> bool:
 
 
 def _state(request: web.Request) -> StateStore:
-    state: StateStore = request.app["agent"].server.store
+    state: StateStore = server_of(request).store
     return state

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from buoy.http.context import PRETTY
+
 
 @dataclass(frozen=True)
 class Raw:
@@ -21,7 +23,7 @@ NOT_FOUND = object()
 
 
 def dumps(request: web.Request, data: Any) -> bytes:
-    if request.app["pretty"] or "pretty" in request.query:
+    if request.app[PRETTY] or "pretty" in request.query:
         return json.dumps(data, indent=4).encode() + b"\n"
     return orjson.dumps(data)
 

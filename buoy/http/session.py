@@ -12,6 +12,7 @@ from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.durations import format_duration
 from buoy.http import encode
 from buoy.http.blocking import blocking
+from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
 
@@ -32,7 +33,7 @@ def _lock_delay(f: Fields) -> float:
 
 
 def _session_row(request: web.Request, body: Any) -> dict[str, Any]:
-    agent = request.app["agent"]
+    agent = agent_of(request)
     f = Fields(body, "Session", SESSION_FIELDS)
     delay = _lock_delay(f)
     if delay < 0 or delay > MAX_LOCK_DELAY:
@@ -75,7 +76,7 @@ def _session_row(request: web.Request, body: Any) -> dict[str, Any]:
 @routes.put("/v1/session/create")
 async def create(request: web.Request) -> web.Response:
     row = _session_row(request, await read_json(request))
-    result = await request.app["agent"].server.apply({"op": "session.create", "session": row})
+    result = await server_of(request).apply({"op": "session.create", "session": row})
     return json_response(request, result)
 
 
@@ -89,13 +90,13 @@ def _session_id(request: web.Request) -> str:
 @routes.put("/v1/session/destroy/{id:.*}")
 async def destroy(request: web.Request) -> web.Response:
     sid = _session_id(request)
-    return json_response(request, await request.app["agent"].server.apply({"op": "session.destroy", "id": sid}))
+    return json_response(request, await server_of(request).apply({"op": "session.destroy", "id": sid}))
 
 
 @routes.put("/v1/session/renew/{id:.*}")
 async def renew(request: web.Request) -> web.Response:
     sid = _session_id(request)
-    row = await request.app["agent"].server.apply({"op": "session.renew", "id": sid})
+    row = await server_of(request).apply({"op": "session.renew", "id": sid})
     if row is None:
         raise NotFound(f"Session id '{sid}' not found")
     return json_response(request, [encode.session(row)])
@@ -104,7 +105,7 @@ async def renew(request: web.Request) -> web.Response:
 @routes.get("/v1/session/info/{id:.*}")
 async def info(request: web.Request) -> web.Response:
     sid = _session_id(request)
-    sessions = request.app["agent"].server.store.sessions
+    sessions = server_of(request).store.sessions
 
     def compute() -> tuple[int, Any]:
         row = sessions.get(sid)
@@ -118,13 +119,13 @@ async def on_node(request: web.Request) -> web.Response:
     node = request.match_info["node"]
     if not node:
         raise Invalid("Missing node name")
-    sessions = request.app["agent"].server.store.sessions
+    sessions = server_of(request).store.sessions
     return await blocking(request, lambda: (sessions.index, [encode.session(r) for r in sessions.on_node(node)]),
                           topics=[("sessions",)])
 
 
 @routes.get("/v1/session/list")
 async def listing(request: web.Request) -> web.Response:
-    sessions = request.app["agent"].server.store.sessions
+    sessions = server_of(request).store.sessions
     return await blocking(request, lambda: (sessions.index, [encode.session(r) for r in sessions.all()]),
                           topics=[("sessions",)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from buoy.http.context import server_of
 from buoy.http.respond import json_response
 
 routes = web.RouteTableDef()
@@ -11,19 +12,19 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/status/leader")
 async def leader(request: web.Request) -> web.Response:
-    return json_response(request, request.app["agent"].server.leader_addr or "")
+    return json_response(request, server_of(request).leader_addr or "")
 
 
 @routes.get("/v1/status/peers")
 async def peers(request: web.Request) -> web.Response:
-    return json_response(request, request.app["agent"].server.members())
+    return json_response(request, server_of(request).members())
 
 
 @routes.get("/v1/operator/raft/configuration")
 async def raft_configuration(request: web.Request) -> web.Response:
     if "stale" not in request.query:
-        await request.app["agent"].server.require_leader()
-    server = request.app["agent"].server
+        await server_of(request).require_leader()
+    server = server_of(request)
     leader_addr = server.leader_addr
     with server.store.lock:
         known = dict(server.store.servers)

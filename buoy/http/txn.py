@@ -13,6 +13,7 @@ from aiohttp import web
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid, TooLarge
 from buoy.http import encode
+from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_body
 from buoy.http.respond import json_response
 
@@ -42,7 +43,7 @@ def _kv_op(i: int, data: Any) -> dict[str, Any]:
 
 @routes.put("/v1/txn")
 async def txn(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
+    agent = agent_of(request)
     raw = await read_body(request, agent.cfg.txn_max_req_len)
     try:
         data = json.loads(raw) if raw.strip() else None
@@ -58,7 +59,7 @@ async def txn(request: web.Request) -> web.Response:
         if f.obj("KV") is None:
             raise Invalid(f"Operations[{i}]: only KV operations are supported")
         ops.append(_kv_op(i, f.obj("KV")))
-    result = await agent.server.apply({"op": "txn", "ops": ops})
+    result = await server_of(request).apply({"op": "txn", "ops": ops})
     if "errors" in result:
         return json_response(request, {"Results": None, "Errors": result["errors"]}, status=409)
     results = [{"KV": encode.kv_pair(r["KV"])} for r in result["results"]]

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from buoy.server.state.members import ALIVE, SERF_CHECK
+from buoy.core.structs.member import ALIVE, BEATS_PER_TTL, SERF_CHECK
 
 if TYPE_CHECKING:
     from buoy.server.server import Server
 
 log = structlog.get_logger("buoy.heartbeats")
 MAX_BEATS_PER_SECOND = 50.0  # the TTL grows with the cluster so the leader handles at most this many
-BEATS_PER_TTL = 3  # an agent heartbeats this often per TTL, so one lost heartbeat never fails it
 FAILOVER_GRACE = 2.0  # multiples of the TTL a new leader waits before failing a node it has not heard
 
 

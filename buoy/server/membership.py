@@ -21,16 +21,12 @@ from typing import Any
 import structlog
 
 from buoy.api.client import Client, ClientError
+from buoy.api.internal import JOIN, PEER, http_addr
 from buoy.api.signed import signed_call
 from buoy.config import Config
 
 log = structlog.get_logger("buoy.membership")
 RETRY_INTERVAL = 1.0
-
-
-def http_addr(addr: str, default_port: int) -> str:
-    """A -retry-join address with the HTTP port filled in when it names only a host."""
-    return addr if ":" in addr and addr.rsplit(":", 1)[-1].isdigit() else f"{addr}:{default_port}"
 
 
 class Membership:
@@ -73,7 +69,7 @@ class Membership:
         while True:
             for addr in self.cfg.retry_join:
                 try:
-                    info = await self._call(addr, "/v1/internal/buoy/peer", None)
+                    info = await self._call(addr, PEER, None)
                 except (ClientError, ValueError, KeyError) as e:
                     log.debug("join attempt failed", addr=addr, error=str(e))
                     continue
@@ -96,7 +92,7 @@ class Membership:
 
     async def _join(self, addr: str) -> list[str] | None:
         try:
-            answer = await self._call(addr, "/v1/internal/buoy/join", {"raft": self.cfg.raft_addr})
+            answer = await self._call(addr, JOIN, {"raft": self.cfg.raft_addr})
         except (ClientError, ValueError, KeyError) as e:
             log.info("join request refused", addr=addr, error=str(e))
             return None

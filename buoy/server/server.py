@@ -10,24 +10,18 @@ from typing import Any
 
 import structlog
 
-from buoy.agent.heartbeat import member_fields
-from buoy.agent.sync import node_fields
 from buoy.api.client import APIError, Client, ClientError
+from buoy.api.internal import CA_SIGN, HEARTBEAT, JOIN, LEAVE
 from buoy.api.signed import signed_call
 from buoy.config import Config
-from buoy.core.errors import Error, NotFound, Unavailable
+from buoy.core.errors import NO_LEADER, Error, NotFound, Unavailable
 from buoy.server.leader import LeaderDuties
 from buoy.server.membership import Membership
 from buoy.server.raft import RaftNode
-from buoy.server.raft.errors import NO_LEADER
 from buoy.server.state import StateStore
 from buoy.server.watch import WatchHub
 
 log = structlog.get_logger("buoy.server")
-HEARTBEAT = "/v1/internal/buoy/heartbeat"
-LEAVE = "/v1/internal/buoy/leave"
-JOIN = "/v1/internal/buoy/join"
-CA_SIGN = "/v1/internal/buoy/ca/sign"
 
 
 class Server:
@@ -79,14 +73,15 @@ class Server:
         keep up from then on, like every agent's) and the catalog (the ``consul`` service). Done at once
         rather than at the first heartbeat, so the node can hold sessions as soon as there is a leader."""
         cfg = self.cfg
-        reg = dict(node_fields(cfg, self.node_id), Service={
+        me = cfg.identity(self.node_id)
+        reg = dict(me.node(), Service={
             "ID": "consul", "Service": "consul", "Tags": [], "Address": "", "TaggedAddresses": {}, "Meta": {},
             "Port": cfg.server_port, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
             "Kind": ""})
         cmds: list[dict[str, Any]] = [
             {"op": "server.register", "raft": cfg.raft_addr, "node": cfg.node_name, "id": self.node_id,
              "http": cfg.http_addr},
-            {"op": "member.alive", "member": member_fields(cfg, self.node_id), "reg": node_fields(cfg, self.node_id)},
+            {"op": "member.alive", "member": me.member(), "reg": me.node()},
             {"op": "catalog.register", "reg": reg},
         ]
         for cmd in cmds:

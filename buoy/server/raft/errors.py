@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pysyncobj import FAIL_REASON
 
-from buoy.core.errors import Unavailable
+from buoy.core.errors import NO_LEADER, Unavailable
 
-NO_LEADER = "No cluster leader"
 TIMEOUT = "Raft timeout"
 LEADERSHIP_LOST = "Leadership lost while committing log"
 SHUTDOWN = "Raft is shutting down"

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from buoy.core.errors import Failed
+from buoy.core.spiffe import WILDCARD
 from buoy.server.state.indexed import IndexedTable
 
-WILDCARD = "*"
 DEFAULT_NS = "default"
 Pair = tuple[str, str]  # (SourceName, DestinationName)
 

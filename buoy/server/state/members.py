@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ALIVE, FAILED, LEFT = "alive", "failed", "left"
-# The integers /v1/agent/members uses (Serf's member status).
-STATUS_CODES = {ALIVE: 1, LEFT: 3, FAILED: 4}
-SERF_CHECK = "serfHealth"
-SERF_OUTPUT = {ALIVE: "Agent alive and reachable", FAILED: "Agent not live or unreachable"}
-_IDENTITY = ("ID", "Addr", "Port", "Role", "Build")
+from buoy.core.structs.member import ALIVE, IDENTITY
 
 
 class MemberTable:
@@ -26,7 +21,7 @@ class MemberTable:
     def is_current(self, member: dict[str, Any]) -> bool:
         """Whether an alive member already has exactly this identity (so a heartbeat changes nothing)."""
         row = self.rows.get(member["Name"])
-        return row is not None and row["Status"] == ALIVE and all(row.get(k) == member.get(k) for k in _IDENTITY)
+        return row is not None and row["Status"] == ALIVE and all(row.get(k) == member.get(k) for k in IDENTITY)
 
     def set(self, member: dict[str, Any], status: str, since: float) -> None:
         self.rows[member["Name"]] = dict(member, Status=status, Since=since)
@@ -39,10 +34,3 @@ class MemberTable:
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.rows = {r["Name"]: r for r in rows}
-
-
-def serf_check(node: str, status: str) -> dict[str, Any]:
-    """The node-level check that mirrors membership, as Consul's serfHealth does."""
-    return {"Node": node, "CheckID": SERF_CHECK, "Name": "Serf Health Status",
-            "Status": "passing" if status == ALIVE else "critical", "Notes": "", "Output": SERF_OUTPUT[status],
-            "ServiceID": "", "Type": "", "Interval": "", "Timeout": "", "ExposedPort": 0, "Definition": {}}

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from buoy.core.errors import Error, Failed, Invalid
+from buoy.core.structs.member import ALIVE, FAILED, LEFT, serf_check
 from buoy.server.state.ca import CATable
 from buoy.server.state.catalog import CatalogTable
 from buoy.server.state.intentions import IntentionTable
 from buoy.server.state.kv import KVTable
-from buoy.server.state.members import ALIVE, FAILED, LEFT, MemberTable, serf_check
+from buoy.server.state.members import MemberTable
 from buoy.server.state.queries import QueryTable
 from buoy.server.state.sessions import SessionTable
 from buoy.server.state.undo import UndoLog

@@ -12,46 +12,15 @@ servers), the sidecar proxy against its agent's.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from buoy.api.client import Client, ClientError
 from buoy.api.watch import Watch
+from buoy.core.spiffe import DEFAULT_NS, WILDCARD
 
-WILDCARD = "*"
-DEFAULT_NS = "default"
 IDLE = 3600.0  # a destination nobody asked about for this long stops being watched
-# Consul's SPIFFE ID of a service; the partition segment is Enterprise and must be the default one.
-_SERVICE_PATH = re.compile(r"^(?:/ap/([^/]+))?/ns/([^/]+)/dc/([^/]+)/svc/([^/]+)$")
-
-
-class NotAService(ValueError):
-    """A SPIFFE ID that is well formed but names something other than a service (an agent, a server)."""
-
-
-@dataclass(frozen=True)
-class SpiffeService:
-    trust_domain: str
-    namespace: str
-    datacenter: str
-    service: str
-    partition: str = DEFAULT_NS
-
-
-def parse_spiffe(uri: str) -> SpiffeService:
-    """The service a certificate's SPIFFE URI names; ValueError if it is no Connect identifier at all,
-    NotAService if it names something else."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() != "spiffe" or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"not a SPIFFE ID: {uri!r}")
-    m = _SERVICE_PATH.match(parts.path)
-    if m is None:
-        raise NotAService(f"not a service identifier: {uri!r}")
-    partition, ns, dc, svc = (unquote(g) if g else g for g in m.groups())
-    return SpiffeService(parts.netloc.lower(), ns, dc, svc, partition or DEFAULT_NS)
 
 
 def describe(ixn: dict[str, Any]) -> str:

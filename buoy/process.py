@@ -1,36 +1,46 @@
-"""The agent process: one ``Config``, an explicit startup, a main loop that waits for a signal, and a
-clean shutdown. A server agent (``-server``, ``-dev``) holds the state; a client agent keeps only its own
-node's services and checks and reaches everything else through the servers."""
+"""The agent process: it builds each part from one ``Config`` (the server, the node agent, DNS, the HTTP app),
+starts them in order, waits in its main loop for a signal, reloads and stops. A server agent (``-server``,
+``-dev``) holds the state; a client agent keeps only its own node's services and checks and reaches
+everything else through the servers, and never imports ``buoy.server``.
+
+This is the top of the house below the CLI: it is the only module that knows every part.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import uuid
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
+from buoy import log as logging_setup
 from buoy.agent.heartbeat import Heartbeater
 from buoy.agent.leaf import LeafCerts
 from buoy.agent.node import NodeAgent
-from buoy.agent.reload import on_sighup
 from buoy.agent.servers import RemoteCatalog, ServerPool
 from buoy.agent.sync import Catalog
 from buoy.aio import run
 from buoy.api.client import Client
+from buoy.api.internal import HEARTBEAT, LEAVE, PEER, http_addr
 from buoy.api.signed import signed_call
-from buoy.config import Config, definitions
+from buoy.config import Config, ConfigError, build, definitions
 from buoy.dns.server import DNSServer
 from buoy.http.app import make_app
-from buoy.server.membership import http_addr
-from buoy.server.server import HEARTBEAT, LEAVE, Server
+
+if TYPE_CHECKING:
+    from buoy.server.server import Server
 
 log = structlog.get_logger("buoy.agent")
 SHUTDOWN_GRACE = 5.0
+# What a reload changes while the agent runs; any other changed setting waits for a restart.
+RELOADED = ("services", "checks", "log_level")
 
 
 class Agent:
@@ -70,11 +80,13 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, on_sighup, self)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         # -dev without -encrypt: a throwaway key, so nothing else can join it.
         self.key = key = os.urandom(32) if cfg.dev and not cfg.encrypt else cfg.cluster_key()
         catalog: Catalog
         if cfg.server:
+            from buoy.server.server import Server  # a client agent never loads the server's code
+
             self.server = catalog = Server(cfg, key, self.node_id)
         else:
             self.pool = ServerPool(cfg, key)
@@ -154,11 +166,42 @@ class Agent:
         """Check that ``addr`` is a server of this cluster (it must answer with our key), then use it."""
         target = http_addr(addr, self.cfg.http_port)
         async with Client(target, token="", timeout=10) as client:
-            await signed_call(client, self.key, "/v1/internal/buoy/peer", None)
+            await signed_call(client, self.key, PEER, None)
         if self.pool is not None:
             self.pool.add(target)
         elif target not in self.cfg.retry_join:
             self.cfg.retry_join.append(target)  # a server still forming its cluster tries it too
+
+
+    # ---- reload ------------------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Build the Config again from the files and flags the agent started with and apply what can change
+        while it runs: the config files' services and checks, and the log level. A configuration that does
+        not build changes nothing (ConfigError, also logged): the agent keeps the last good one."""
+        try:
+            if self.node is None:
+                raise ConfigError("the agent is still starting")
+            new = build(self.cfg.sources)
+            self.node.apply_config(*definitions(new))
+        except ConfigError as e:
+            log.error("reload failed, keeping the last good configuration", error=str(e))
+            raise
+        # The running parts keep the settings they were built with; a setting they hold that changed is
+        # named, and takes effect at the next restart.
+        stale = [f.name for f in fields(Config)
+                 if f.name not in RELOADED and getattr(new, f.name) != getattr(self.cfg, f.name)]
+        kept = {f.name: getattr(self.cfg, f.name) for f in fields(Config) if f.name not in RELOADED}
+        self.cfg = replace(new, **kept)
+        logging_setup.setup(self.cfg.log_level, self.cfg.log_json)
+        if stale:
+            log.warning("changed settings take effect at the next restart", settings=stale)
+        log.info("configuration reloaded", services=len(self.cfg.services), checks=len(self.cfg.checks))
+
+    def _on_sighup(self) -> None:
+        log.info("caught signal, reloading", signal="SIGHUP")
+        with contextlib.suppress(ConfigError):  # reload logged it; the agent carries on as it was
+            self.reload()
 
 
 def run_agent(cfg: Config) -> None:
