@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 .PHONY: run test lint bench clean
 
 $(BIN)/python:
+	@scripts/check-python $(PY)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
