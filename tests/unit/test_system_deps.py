@@ -49,7 +49,9 @@ def system_deps(path: Path, *args: str, **env: str) -> subprocess.CompletedProce
 
 
 def test_names_each_missing_tool_with_its_package_and_fails(tmp_path: Path) -> None:
-    proc = system_deps(bin_dir(tmp_path, "openssl", "ip"), SYSTEM_DEPS_INSTALL="0")
+    d = bin_dir(tmp_path, "openssl", "ip")
+    (d / "dig").write_text("")  # a file that cannot run is not the program
+    proc = system_deps(d, SYSTEM_DEPS_INSTALL="0")
     assert proc.returncode == 1 and proc.stdout == "", proc
     lines = proc.stderr.splitlines()
     assert lines[:2] == ["system-deps: dig is not installed (Debian package bind9-dnsutils)",
