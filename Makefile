@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 .PHONY: run test lint bench clean
 
 $(BIN)/python:
+	@scripts/check-python $(PY)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
@@ -19,10 +20,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check buoy tests bench
 	$(BIN)/mypy
 
-test: lint
+test: system-deps-test lint
 	$(BIN)/pytest -q
 
-bench: $(VENV)/.installed
+bench: system-deps-bench $(VENV)/.installed
 	$(BIN)/python -m bench.kv
 
 .PHONY: bench-checks
@@ -30,12 +31,17 @@ bench-checks: $(VENV)/.installed
 	$(BIN)/python -m bench.checks
 
 .PHONY: bench-dns
-bench-dns: $(VENV)/.installed
+bench-dns: system-deps-bench-dns $(VENV)/.installed
 	$(BIN)/python -m bench.dns
 
 .PHONY: bench-proxy
-bench-proxy: $(VENV)/.installed
+bench-proxy: system-deps-bench-proxy $(VENV)/.installed
 	$(BIN)/python -m bench.proxy
+
+# The Debian tools a target drives (scripts/system-deps GROUP), installed as root or named otherwise; listed
+# first so that a missing one stops the target before the slow venv set-up.
+system-deps-%:
+	@scripts/system-deps $*
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
