@@ -1,8 +1,10 @@
 """Blocking queries and consistency modes, shared by every read endpoint that supports them.
 
-A read computes ``(index, payload)`` under the state lock. With ``?index=N`` it returns at once if the
-index is already past N; otherwise it sleeps on the topics it read until one of them changes (or ``wait``
-plus jitter passes), then computes again. Unrelated writes never wake it.
+A read is a function of the state store that returns ``(index, rows)``; :meth:`Server.read` runs it under
+the state lock, and the optional ``encode`` turns the rows into the response payload after the lock is
+released (stored rows are never changed in place, so that is safe). With ``?index=N`` it returns at once
+if the index is already past N; otherwise it sleeps on the topics it read until one of them changes (or
+``wait`` plus jitter passes), then reads again. Unrelated writes never wake it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from buoy.durations import parse_duration
 from buoy.http import forward
 from buoy.http.bexpr import Predicate, compile_filter
 from buoy.http.context import LOOP, agent_of, server_of
-from buoy.http.respond import render
+from buoy.http.respond import NOT_FOUND, render
 from buoy.server.state.catalog import service_topic
-from buoy.server.state.store import Topic
+from buoy.server.state.store import StateStore, Topic
 
-Compute = Callable[[], tuple[int, Any]]
+Read = Callable[[StateStore], tuple[int, Any]]
+Encode = Callable[[Any], Any]
 
 
 def parse_wait(request: web.Request) -> tuple[int, float]:
@@ -93,19 +96,17 @@ def headers_for(request: web.Request, index: int, mode: str) -> dict[str, str]:
     }
 
 
-async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topic] = (),
-                   prefixes: Iterable[str] = ()) -> web.Response:
+async def blocking(request: web.Request, read: Read, topics: Iterable[Topic] = (),
+                   prefixes: Iterable[str] = (), encode: Encode | None = None) -> web.Response:
     min_index, wait = parse_wait(request)
     pred = request_filter(request)
     mode = await consistency(request)
     if mode == "forward":
         return await forward.to_leader(request, wait)
     server = server_of(request)
-    lock = server.store.lock
 
     def run() -> tuple[int, Any]:
-        with lock:
-            return compute()
+        return server.read(read)
 
     index, payload = run()
     if min_index and index <= min_index:
@@ -120,6 +121,8 @@ async def blocking(request: web.Request, compute: Compute, topics: Iterable[Topi
             index, payload = run()
             if server.hub.closed:
                 break
+    if encode is not None and payload is not NOT_FOUND:
+        payload = encode(payload)
     return render(request, _filtered(pred, payload), headers_for(request, index, mode))
 
 
@@ -127,4 +130,4 @@ async def service_read(request: web.Request, name: str, rows: Callable[[], Any])
     """A blocking read of one service's instances: answered at that service's own index and woken only by a
     change to it (the name matched as the catalog matches it, without regard to case)."""
     catalog = server_of(request).store.catalog
-    return await blocking(request, lambda: (catalog.name_index(name), rows()), topics=[service_topic(name)])
+    return await blocking(request, lambda _s: (catalog.name_index(name), rows()), topics=[service_topic(name)])

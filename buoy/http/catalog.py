@@ -3,7 +3,7 @@ node-services/:n."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -16,6 +16,9 @@ from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
 from buoy.http.filters import node_meta_filter, tag_filter
 from buoy.http.respond import json_response
+
+if TYPE_CHECKING:
+    from buoy.server.state.store import StateStore
 
 routes = web.RouteTableDef()
 
@@ -118,7 +121,7 @@ async def nodes(request: web.Request) -> web.Response:
     catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         rows = [n for name, n in sorted(catalog.nodes.items()) if meta_ok(n)]
         return catalog.index["nodes"], rows
 
@@ -131,7 +134,7 @@ async def services(request: web.Request) -> web.Response:
     meta_ok = node_meta_filter(request)
     pred = request_filter(request)
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         out: dict[str, list[str]] = {}
         for members in catalog.by_name.values():
             for node, sid in sorted(members):
@@ -172,7 +175,7 @@ async def _node_view(request: web.Request, services_as_map: bool) -> web.Respons
     name = request.match_info["node"]
     catalog = server_of(request).store.catalog
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         row = catalog.nodes.get(name)
         if row is None:
             return catalog.node_idx(name), None

@@ -6,7 +6,7 @@ private key. A PUT of the configuration may rotate the root (see :mod:`buoy.serv
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -17,6 +17,9 @@ from buoy.http.context import server_of
 from buoy.http.decode import read_json
 from buoy.http.respond import Raw
 from buoy.server.state.ca import CATable
+
+if TYPE_CHECKING:
+    from buoy.server.state.store import StateStore
 
 routes = web.RouteTableDef()
 
@@ -54,14 +57,14 @@ async def roots(request: web.Request) -> web.Response:
         raise Invalid("The 'pem' query parameter must be a boolean value")
     ca = _ca(request)
     encode = _pem_bundle if flag in _TRUE else roots_json
-    return await blocking(request, lambda: (ca.index, encode(ca)), topics=[("ca",)])
+    return await blocking(request, lambda _s: (ca.index, encode(ca)), topics=[("ca",)])
 
 
 @routes.get("/v1/connect/ca/configuration")
 async def get_configuration(request: web.Request) -> web.Response:
     ca = _ca(request)
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         if ca.config is None:
             raise Failed("CA has not finished initializing")
         doc = ca.config

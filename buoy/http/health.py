@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -11,6 +11,9 @@ from buoy.http import encode
 from buoy.http.blocking import blocking, service_read
 from buoy.http.context import server_of
 from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
+
+if TYPE_CHECKING:
+    from buoy.server.state.store import StateStore
 
 routes = web.RouteTableDef()
 
@@ -26,7 +29,7 @@ async def node(request: web.Request) -> web.Response:
     name = request.match_info["node"]
     catalog = server_of(request).store.catalog
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         checks = sorted(catalog.checks.get(name, {}).values(), key=lambda c: c["CheckID"])
         return catalog.node_idx(name), checks
 
@@ -74,7 +77,7 @@ async def state(request: web.Request) -> web.Response:
     catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         out: list[Any] = []
         for node_name, chks in sorted(catalog.checks.items()):
             if not meta_ok(catalog.nodes[node_name]):

@@ -318,7 +318,7 @@ async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
 @routes.get("/v1/connect/intentions")
 async def listing(request: web.Request) -> web.Response:
     table = _state(request).intentions
-    return await blocking(request, lambda: (table.index, [intention_json(r) for r in table.all()]), topics=[TOPIC])
+    return await blocking(request, lambda _s: (table.index, [intention_json(r) for r in table.all()]), topics=[TOPIC])
 
 
 @routes.post("/v1/connect/intentions")
@@ -353,7 +353,7 @@ async def match(request: web.Request) -> web.Response:
     wanted = {name: _name("name", "", name) for name in names}
     table = _state(request).intentions
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         return table.index, {k: [intention_json(r) for r in table.match(by[0], v)] for k, v in wanted.items()}
 
     return await blocking(request, compute, topics=[TOPIC])
@@ -370,7 +370,7 @@ async def check(request: web.Request) -> web.Response:
     cfg = agent_of(request).cfg
     default = default_for(cfg.intentions_default, cfg.dev)
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         return table.index, {"Allowed": decide(table.match("destination", destination), source, default).allowed}
 
     return await blocking(request, compute, topics=[TOPIC])
@@ -381,7 +381,7 @@ async def read_exact(request: web.Request) -> web.Response:
     source, destination = _pair(request)
     table = _state(request).intentions
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         row = table.exact(source, destination)
         if row is None:
             raise NotFound(NOT_FOUND)
@@ -424,7 +424,7 @@ async def read(request: web.Request) -> web.Response:
         raise Invalid(f"failed config entry lookup: {problem}")
     table = _state(request).intentions
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         row = table.get(intention_id)
         if row is None:
             raise NotFound(NOT_FOUND)

@@ -3,7 +3,7 @@ and deletes (recurse, cas), with Consul's status codes and bodies."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -14,6 +14,9 @@ from buoy.http.blocking import blocking
 from buoy.http.context import PRETTY, agent_of, server_of
 from buoy.http.decode import read_body
 from buoy.http.respond import NOT_FOUND, Raw, json_response
+
+if TYPE_CHECKING:
+    from buoy.server.state.store import StateStore
 
 routes = web.RouteTableDef()
 
@@ -94,14 +97,14 @@ async def kv_get(request: web.Request) -> web.Response:
     if "keys" in q:
         sep = q.get("separator", q.get("seperator", ""))
 
-        def keys() -> tuple[int, Any]:
+        def keys(_s: StateStore) -> tuple[int, Any]:
             found = store.kv.keys(key, sep)
             return store.kv.prefix_index(key), found if (found or not key) else NOT_FOUND
 
         return await blocking(request, keys, prefixes=[key])
     if "recurse" in q:
 
-        def tree() -> tuple[int, Any]:
+        def tree(_s: StateStore) -> tuple[int, Any]:
             found = [encode.kv_pair(e) for e in store.kv.scan(key)]
             return store.kv.prefix_index(key), found if found else NOT_FOUND
 
@@ -110,7 +113,7 @@ async def kv_get(request: web.Request) -> web.Response:
         raise Invalid("Missing key name")
     raw = "raw" in q
 
-    def one() -> tuple[int, Any]:
+    def one(_s: StateStore) -> tuple[int, Any]:
         entry = store.kv.get(key)
         if entry is None:
             return store.kv.index, NOT_FOUND

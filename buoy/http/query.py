@@ -137,7 +137,7 @@ async def create(request: web.Request) -> web.Response:
 @routes.get("/v1/query")
 async def listing(request: web.Request) -> web.Response:
     queries = _state(request).queries
-    return await blocking(request, lambda: (queries.index, queries.all()), topics=[TOPIC])
+    return await blocking(request, lambda _s: (queries.index, queries.all()), topics=[TOPIC])
 
 
 @routes.get("/v1/query/{id}")
@@ -145,7 +145,7 @@ async def read(request: web.Request) -> web.Response:
     query_id = request.match_info["id"]
     queries = _state(request).queries
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         row = queries.get(query_id)
         if row is None:
             raise NotFound(NOT_FOUND)
@@ -172,7 +172,7 @@ async def delete(request: web.Request) -> web.Response:
 async def explain(request: web.Request) -> web.Response:
     name = request.match_info["id"]
     queries = _state(request).queries
-    return await blocking(request, lambda: (queries.index, {"Query": _resolve(queries, name)}), topics=[TOPIC])
+    return await blocking(request, lambda _s: (queries.index, {"Query": _resolve(queries, name)}), topics=[TOPIC])
 
 
 @routes.get("/v1/query/{id}/execute")
@@ -184,7 +184,7 @@ async def execute(request: web.Request) -> web.Response:
     state = _state(request)
     datacenter = agent_of(request).cfg.datacenter
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         query = _resolve(state.queries, name)
         svc = query["Service"]
         if connect or svc["Connect"]:

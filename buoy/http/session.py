@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -15,6 +15,9 @@ from buoy.http.blocking import blocking
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
+
+if TYPE_CHECKING:
+    from buoy.server.state.store import StateStore
 
 routes = web.RouteTableDef()
 
@@ -107,7 +110,7 @@ async def info(request: web.Request) -> web.Response:
     sid = _session_id(request)
     sessions = server_of(request).store.sessions
 
-    def compute() -> tuple[int, Any]:
+    def compute(_s: StateStore) -> tuple[int, Any]:
         row = sessions.get(sid)
         return sessions.index, [encode.session(row)] if row else []
 
@@ -120,12 +123,12 @@ async def on_node(request: web.Request) -> web.Response:
     if not node:
         raise Invalid("Missing node name")
     sessions = server_of(request).store.sessions
-    return await blocking(request, lambda: (sessions.index, [encode.session(r) for r in sessions.on_node(node)]),
+    return await blocking(request, lambda _s: (sessions.index, [encode.session(r) for r in sessions.on_node(node)]),
                           topics=[("sessions",)])
 
 
 @routes.get("/v1/session/list")
 async def listing(request: web.Request) -> web.Response:
     sessions = server_of(request).store.sessions
-    return await blocking(request, lambda: (sessions.index, [encode.session(r) for r in sessions.all()]),
+    return await blocking(request, lambda _s: (sessions.index, [encode.session(r) for r in sessions.all()]),
                           topics=[("sessions",)])

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 
@@ -22,6 +23,7 @@ from buoy.server.state import StateStore
 from buoy.server.watch import WatchHub
 
 log = structlog.get_logger("buoy.server")
+T = TypeVar("T")
 
 
 class Server:
@@ -114,6 +116,13 @@ class Server:
             await asyncio.get_running_loop().run_in_executor(None, raft.close)
 
     # ---- what handlers use -------------------------------------------------------------------------
+
+    def read(self, fn: Callable[[StateStore], T]) -> T:
+        """Run ``fn`` on one consistent state: the lock is held for it alone (microseconds), so it should
+        pick rows, not encode them. Stored rows are never changed once published (a write replaces them),
+        so what ``fn`` returns may be encoded after the lock is released."""
+        with self.store.lock:
+            return fn(self.store)
 
     @property
     def is_leader(self) -> bool:
