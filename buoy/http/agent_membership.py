@@ -24,8 +24,7 @@ async def members(request: web.Request) -> web.StreamResponse:
     agent = agent_of(request)
     if agent.server is None:
         return await proxy.forward(request)  # a client knows the members through the servers
-    with agent.server.store.lock:
-        rows = dict(agent.server.store.members.rows)
+    rows = agent.server.read(lambda s: s.members.all_by_name())
     # An agent always knows itself alive, also before its first heartbeat has reached a leader.
     rows.setdefault(agent.cfg.node_name, dict(agent.cfg.identity(agent.node_id).member(), Status=ALIVE))
     return json_response(request, [member.to_api(rows[n], agent.cfg.datacenter) for n in sorted(rows)])

@@ -21,7 +21,17 @@ from buoy.http import (
     forward,
     proxy,
 )
-from buoy.http.context import AGENT, BLOCKING_FORWARDS, FORWARD_CLIENTS, LOOP, MAX_BODY, PRETTY, AgentProcess, agent_of
+from buoy.http.context import (
+    AGENT,
+    BLOCKING_FORWARDS,
+    FORWARD_CLIENTS,
+    KV_BODIES,
+    LOOP,
+    MAX_BODY,
+    PRETTY,
+    AgentProcess,
+    agent_of,
+)
 from buoy.http.decode import MAX_JSON_BODY
 from buoy.http.errors import status_of
 
@@ -102,6 +112,7 @@ def make_app(agent: AgentProcess) -> web.Application:
     app[LOOP] = asyncio.get_running_loop()
     app[BLOCKING_FORWARDS] = set()
     app[FORWARD_CLIENTS] = {}
+    app[KV_BODIES] = {}
     app.on_shutdown.append(proxy.release)
     app.on_cleanup.append(forward.close)
     app.cleanup_ctx.append(agent_intentions.intention_cache)

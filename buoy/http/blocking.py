@@ -126,8 +126,9 @@ async def blocking(request: web.Request, read: Read, topics: Iterable[Topic] = (
     return render(request, _filtered(pred, payload), headers_for(request, index, mode))
 
 
-async def service_read(request: web.Request, name: str, rows: Callable[[], Any]) -> web.Response:
+async def service_read(request: web.Request, name: str, read: Callable[[StateStore], Any],
+                       encode: Encode) -> web.Response:
     """A blocking read of one service's instances: answered at that service's own index and woken only by a
     change to it (the name matched as the catalog matches it, without regard to case)."""
-    catalog = server_of(request).store.catalog
-    return await blocking(request, lambda _s: (catalog.name_index(name), rows()), topics=[service_topic(name)])
+    return await blocking(request, lambda s: (s.catalog.name_index(name), read(s)), topics=[service_topic(name)],
+                          encode=encode)

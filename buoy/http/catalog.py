@@ -9,8 +9,8 @@ from aiohttp import web
 
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid
+from buoy.core.structs import catalog
 from buoy.core.structs.definitions import service_row
-from buoy.http import encode
 from buoy.http.blocking import blocking, request_filter, service_read
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
@@ -18,7 +18,7 @@ from buoy.http.filters import node_meta_filter, tag_filter
 from buoy.http.respond import json_response
 
 if TYPE_CHECKING:
-    from buoy.server.state.store import StateStore
+    pass
 
 routes = web.RouteTableDef()
 
@@ -118,46 +118,36 @@ async def datacenters(request: web.Request) -> web.Response:
 
 @routes.get("/v1/catalog/nodes")
 async def nodes(request: web.Request) -> web.Response:
-    catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        rows = [n for name, n in sorted(catalog.nodes.items()) if meta_ok(n)]
-        return catalog.index["nodes"], rows
-
-    return await blocking(request, compute, topics=[("nodes",)])
+    return await blocking(request, lambda s: (s.catalog.index["nodes"], s.catalog.all_nodes()), topics=[("nodes",)],
+                          encode=lambda rows: [n for n in rows if meta_ok(n)])
 
 
 @routes.get("/v1/catalog/services")
 async def services(request: web.Request) -> web.Response:
-    catalog = server_of(request).store.catalog
     meta_ok = node_meta_filter(request)
     pred = request_filter(request)
 
-    def compute(_s: StateStore) -> tuple[int, Any]:
+    def encode(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for members in catalog.by_name.values():
-            for node, sid in sorted(members):
-                svc = catalog.services[node][sid]
-                if not meta_ok(catalog.nodes[node]):
-                    continue
-                if pred is not None and not pred(encode.service_node(catalog.nodes[node], svc)):
-                    continue
-                tags = out.setdefault(svc["Service"], [])  # each name as registered, "Web" apart from "web"
-                tags.extend(t for t in svc["Tags"] if t not in tags)
-        return catalog.index["services"], dict(sorted(out.items()))
+        for node, svc in pairs:
+            if not meta_ok(node) or (pred is not None and not pred(catalog.service_node(node, svc))):
+                continue
+            tags = out.setdefault(svc["Service"], [])  # each name as registered, "Web" apart from "web"
+            tags.extend(t for t in svc["Tags"] if t not in tags)
+        return dict(sorted(out.items()))
 
-    return await blocking(request, compute, topics=[("services",), ("nodes",)])
+    return await blocking(request, lambda s: (s.catalog.index["services"], s.catalog.all_instances()),
+                          topics=[("services",), ("nodes",)], encode=encode)
 
 
 async def _instances(request: web.Request, connect: bool) -> web.Response:
     """/v1/catalog/service, or with ``connect`` /v1/catalog/connect: the service's proxies and native instances.
     Watching the name is enough: a proxy's changes touch its destination."""
     name = request.match_info["service"]
-    catalog = server_of(request).store.catalog
     tags_ok, meta_ok = tag_filter(request), node_meta_filter(request)
-    return await service_read(request, name, lambda: [
-        encode.service_node(n, s) for n, s in catalog.instances(name, connect) if tags_ok(s) and meta_ok(n)])
+    return await service_read(request, name, lambda s: s.catalog.instances(name, connect), lambda pairs: [
+        catalog.service_node(n, svc) for n, svc in pairs if tags_ok(svc) and meta_ok(n)])
 
 
 @routes.get("/v1/catalog/service/{service}")
@@ -173,17 +163,16 @@ async def connect(request: web.Request) -> web.Response:
 async def _node_view(request: web.Request, services_as_map: bool) -> web.Response:
     """A node and its services: a map by ID for /catalog/node, a list for /catalog/node-services."""
     name = request.match_info["node"]
-    catalog = server_of(request).store.catalog
 
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        row = catalog.nodes.get(name)
+    def encode(view: tuple[dict[str, Any] | None, list[dict[str, Any]]]) -> Any:
+        row, svcs = view
         if row is None:
-            return catalog.node_idx(name), None
-        svcs = [(sid, encode.agent_service(s)) for sid, s in sorted(catalog.services[name].items())]
-        return catalog.node_idx(name), {"Node": row, "Services": dict(svcs) if services_as_map else
-                                        [s for _sid, s in svcs]}
+            return None
+        out = [catalog.agent_service(svc) for svc in svcs]
+        return {"Node": row, "Services": {svc["ID"]: svc for svc in out} if services_as_map else out}
 
-    return await blocking(request, compute, topics=[("node", name)])
+    return await blocking(request, lambda s: (s.catalog.node_idx(name), s.catalog.node_services(name)),
+                          topics=[("node", name)], encode=encode)
 
 
 @routes.get("/v1/catalog/node/{node}")

@@ -16,7 +16,6 @@ from buoy.http.blocking import blocking
 from buoy.http.context import server_of
 from buoy.http.decode import read_json
 from buoy.http.respond import Raw
-from buoy.server.state.ca import CATable
 
 if TYPE_CHECKING:
     from buoy.server.state.store import StateStore
@@ -30,22 +29,23 @@ ROOT_FIELDS = ("ID", "Name", "SerialNumber", "SigningKeyID", "ExternalTrustDomai
 _TRUE, _FALSE = {"1", "t", "T", "TRUE", "true", "True"}, {"0", "f", "F", "FALSE", "false", "False", ""}
 
 
-def _ca(request: web.Request) -> CATable:
-    return server_of(request).store.ca
+def _roots(s: StateStore) -> tuple[int, tuple[str, list[dict[str, Any]]]]:
+    return s.ca.index, (s.ca.trust_domain, s.ca.roots)
 
 
-def roots_json(ca: CATable) -> dict[str, Any]:
-    active = ca.active()
+def roots_json(view: tuple[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    trust_domain, roots = view
+    active = next((r for r in roots if r["Active"]), None)
     return {
         "ActiveRootID": active["ID"] if active else "",
-        "TrustDomain": ca.trust_domain,
+        "TrustDomain": trust_domain,
         "Roots": [dict({f: r[f] for f in ROOT_FIELDS}, IntermediateCerts=r["IntermediateCerts"] or None)
-                  for r in ca.roots],
+                  for r in roots],
     }
 
 
-def _pem_bundle(ca: CATable) -> Raw:
-    pems = [p for r in ca.roots for p in (r["RootCert"], *r["IntermediateCerts"])]
+def _pem_bundle(view: tuple[str, list[dict[str, Any]]]) -> Raw:
+    pems = [p for r in view[1] for p in (r["RootCert"], *r["IntermediateCerts"])]
     return Raw("".join(p if p.endswith("\n") else p + "\n" for p in pems).encode(),
                "application/pem-certificate-chain")
 
@@ -55,19 +55,15 @@ async def roots(request: web.Request) -> web.Response:
     flag = request.query.get("pem", "")
     if flag not in _TRUE | _FALSE:
         raise Invalid("The 'pem' query parameter must be a boolean value")
-    ca = _ca(request)
-    encode = _pem_bundle if flag in _TRUE else roots_json
-    return await blocking(request, lambda _s: (ca.index, encode(ca)), topics=[("ca",)])
+    return await blocking(request, _roots, topics=[("ca",)], encode=_pem_bundle if flag in _TRUE else roots_json)
 
 
 @routes.get("/v1/connect/ca/configuration")
 async def get_configuration(request: web.Request) -> web.Response:
-    ca = _ca(request)
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        if ca.config is None:
+    def compute(s: StateStore) -> tuple[int, Any]:
+        doc = s.ca.config
+        if doc is None:
             raise Failed("CA has not finished initializing")
-        doc = ca.config
         return doc["ModifyIndex"], {
             "Provider": doc["Provider"], "Config": doc["Config"], "State": None,
             "ForceWithoutCrossSigning": doc["ForceWithoutCrossSigning"],

@@ -52,6 +52,8 @@ LOOP = web.AppKey("loop", asyncio.AbstractEventLoop)
 BLOCKING_FORWARDS = web.AppKey("blocking_forwards", set[asyncio.Task[web.StreamResponse]])
 FORWARD_CLIENTS = web.AppKey("forward_clients", dict[str, Client])  # one keep-alive client per leader address
 INTENTIONS = web.AppKey("intention_cache", IntentionCache)
+# Encoded single-key KV reads by key, with the ModifyIndex they were encoded at (see buoy.http.kv).
+KV_BODIES = web.AppKey("kv_bodies", dict[str, tuple[int, bytes]])
 
 
 def agent_of(request: web.Request) -> AgentProcess:

@@ -9,9 +9,9 @@ import orjson
 from aiohttp import web
 
 from buoy.core.errors import Invalid
-from buoy.http import encode
+from buoy.core.structs import kv
 from buoy.http.blocking import blocking
-from buoy.http.context import PRETTY, agent_of, server_of
+from buoy.http.context import KV_BODIES, PRETTY, agent_of, server_of
 from buoy.http.decode import read_body
 from buoy.http.respond import NOT_FOUND, Raw, json_response
 
@@ -42,31 +42,25 @@ def _uint(request: web.Request, name: str) -> int | None:
     return value
 
 
-class _BodyCache:
-    """Encoded JSON of recently read single keys, valid while the key's ModifyIndex is unchanged.
+BODY_CACHE_LIMIT = 65536
+
+
+def _body(request: web.Request, entry: dict[str, Any]) -> bytes:
+    """The encoded JSON of a single-key read, kept per app while the key's ModifyIndex is unchanged.
 
     The plain ``GET /v1/kv/<key>`` on the leader is the hottest read there is (lock managers and config
     pollers hammer it); serving it from here skips the generic blocking-query path and re-encoding.
     """
-
-    LIMIT = 65536
-
-    def __init__(self) -> None:
-        self._bodies: dict[str, tuple[int, bytes]] = {}
-
-    def body(self, entry: dict[str, Any]) -> bytes:
-        key, index = entry["Key"], entry["ModifyIndex"]
-        hit = self._bodies.get(key)
-        if hit is not None and hit[0] == index:
-            return hit[1]
-        if len(self._bodies) >= self.LIMIT:
-            self._bodies.clear()
-        body = orjson.dumps([encode.kv_pair(entry)])
-        self._bodies[key] = (index, body)
-        return body
-
-
-_cache = _BodyCache()
+    bodies = request.app[KV_BODIES]
+    key, index = entry["Key"], entry["ModifyIndex"]
+    hit = bodies.get(key)
+    if hit is not None and hit[0] == index:
+        return hit[1]
+    if len(bodies) >= BODY_CACHE_LIMIT:
+        bodies.clear()
+    body = orjson.dumps([kv.to_api(entry)])
+    bodies[key] = (index, body)
+    return body
 
 
 def _fast_get(request: web.Request, key: str) -> web.Response | None:
@@ -74,13 +68,10 @@ def _fast_get(request: web.Request, key: str) -> web.Response | None:
     server = server_of(request)
     if not server.is_leader:
         return None
-    store = server.store
-    with store.lock:
-        entry = store.kv.get(key)
-        if entry is None:
-            return None
-        body = _cache.body(entry)
-    return web.Response(body=body, content_type="application/json", headers={
+    entry = server.read(lambda s: s.kv.get(key))
+    if entry is None:
+        return None
+    return web.Response(body=_body(request, entry), content_type="application/json", headers={
         "X-Consul-Index": str(entry["ModifyIndex"]), "X-Consul-KnownLeader": "true",
         "X-Consul-LastContact": "0", "X-Consul-Effective-Consistency": "leader"})
 
@@ -93,34 +84,31 @@ async def kv_get(request: web.Request) -> web.Response:
         if fast is not None:
             return fast
     q = request.query
-    store = server_of(request).store
     if "keys" in q:
         sep = q.get("separator", q.get("seperator", ""))
 
-        def keys(_s: StateStore) -> tuple[int, Any]:
-            found = store.kv.keys(key, sep)
-            return store.kv.prefix_index(key), found if (found or not key) else NOT_FOUND
+        def keys(s: StateStore) -> tuple[int, Any]:
+            found = s.kv.keys(key, sep)
+            return s.kv.prefix_index(key), found if (found or not key) else NOT_FOUND
 
         return await blocking(request, keys, prefixes=[key])
     if "recurse" in q:
 
-        def tree(_s: StateStore) -> tuple[int, Any]:
-            found = [encode.kv_pair(e) for e in store.kv.scan(key)]
-            return store.kv.prefix_index(key), found if found else NOT_FOUND
+        def tree(s: StateStore) -> tuple[int, Any]:
+            found = list(s.kv.scan(key))
+            return s.kv.prefix_index(key), found if found else NOT_FOUND
 
-        return await blocking(request, tree, prefixes=[key])
+        return await blocking(request, tree, prefixes=[key], encode=lambda entries: [kv.to_api(e) for e in entries])
     if not key:
         raise Invalid("Missing key name")
     raw = "raw" in q
 
-    def one(_s: StateStore) -> tuple[int, Any]:
-        entry = store.kv.get(key)
-        if entry is None:
-            return store.kv.index, NOT_FOUND
-        payload: Any = Raw(entry["Value"] or b"") if raw else [encode.kv_pair(entry)]
-        return entry["ModifyIndex"], payload
+    def one(s: StateStore) -> tuple[int, Any]:
+        entry = s.kv.get(key)
+        return (s.kv.index, NOT_FOUND) if entry is None else (entry["ModifyIndex"], entry)
 
-    return await blocking(request, one, topics=[("kv", key)])
+    return await blocking(request, one, topics=[("kv", key)],
+                          encode=lambda e: Raw(e["Value"] or b"") if raw else [kv.to_api(e)])
 
 
 @routes.put("/v1/kv/{key:.*}")

@@ -19,11 +19,11 @@ from aiohttp import web
 
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid, NotFound
+from buoy.core.structs import catalog
 from buoy.durations import parse_duration
 from buoy.http.blocking import blocking
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
-from buoy.http.health import service_entry
 from buoy.http.respond import json_response
 from buoy.server.state.catalog import service_topic
 from buoy.server.state.queries import QueryError, QueryTable, compile_template, is_template
@@ -136,20 +136,17 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.get("/v1/query")
 async def listing(request: web.Request) -> web.Response:
-    queries = _state(request).queries
-    return await blocking(request, lambda _s: (queries.index, queries.all()), topics=[TOPIC])
+    return await blocking(request, lambda s: (s.queries.index, s.queries.all()), topics=[TOPIC])
 
 
 @routes.get("/v1/query/{id}")
 async def read(request: web.Request) -> web.Response:
     query_id = request.match_info["id"]
-    queries = _state(request).queries
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        row = queries.get(query_id)
+    def compute(s: StateStore) -> tuple[int, Any]:
+        row = s.queries.get(query_id)
         if row is None:
             raise NotFound(NOT_FOUND)
-        return queries.index, [row]
+        return s.queries.index, [row]
 
     return await blocking(request, compute, topics=[TOPIC])
 
@@ -171,8 +168,7 @@ async def delete(request: web.Request) -> web.Response:
 @routes.get("/v1/query/{id}/explain")
 async def explain(request: web.Request) -> web.Response:
     name = request.match_info["id"]
-    queries = _state(request).queries
-    return await blocking(request, lambda _s: (queries.index, {"Query": _resolve(queries, name)}), topics=[TOPIC])
+    return await blocking(request, lambda s: (s.queries.index, {"Query": _resolve(s.queries, name)}), topics=[TOPIC])
 
 
 @routes.get("/v1/query/{id}/execute")
@@ -181,24 +177,29 @@ async def execute(request: web.Request) -> web.Response:
     ``<query>.query.<domain>``; like every read it is answered by the leader unless ``?stale``."""
     name = request.match_info["id"]
     limit, connect = _limit(request), _connect(request)
-    state = _state(request)
     datacenter = agent_of(request).cfg.datacenter
 
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        query = _resolve(state.queries, name)
+    def compute(s: StateStore) -> tuple[int, Any]:
+        query = _resolve(s.queries, name)
         svc = query["Service"]
         if connect or svc["Connect"]:
             raise Invalid("Connect must be enabled in order to use this endpoint")
-        nodes = [service_entry(n, s, checks) for n, s, checks in state.catalog.health_entries(svc["Service"])
-                 if _selected(svc, n, s, checks)]
+        index = max(s.queries.index, s.catalog.name_index(svc["Service"]))
+        return index, (query, s.catalog.health_entries(svc["Service"]))
+
+    def encode(found: tuple[dict[str, Any], list[Any]]) -> dict[str, Any]:
+        query, entries = found
+        svc = query["Service"]
+        nodes = [catalog.health_entry(n, inst, checks) for n, inst, checks in entries
+                 if _selected(svc, n, inst, checks)]
         random.shuffle(nodes)
         if limit > 0:
             nodes = nodes[:limit]
-        index = max(state.queries.index, state.catalog.name_index(svc["Service"]))
-        return index, {"Service": svc["Service"], "Nodes": nodes, "DNS": query["DNS"], "Datacenter": datacenter,
-                       "Failovers": 0}
+        return {"Service": svc["Service"], "Nodes": nodes, "DNS": query["DNS"], "Datacenter": datacenter,
+                "Failovers": 0}
 
-    return await blocking(request, compute, topics=[TOPIC, *_service_topic(state, name)])
+    topics = server_of(request).read(lambda s: _service_topic(s, name))
+    return await blocking(request, compute, topics=[TOPIC, *topics], encode=encode)
 
 
 def _selected(svc: dict[str, Any], node: dict[str, Any], instance: dict[str, Any],
@@ -237,11 +238,10 @@ def _resolve(queries: QueryTable, id_or_name: str) -> dict[str, Any]:
 def _service_topic(state: StateStore, id_or_name: str) -> list[Topic]:
     """The service a blocking execute watches besides the queries table. Looked up once, before waiting: if
     the query changes to another service, the queries topic wakes the request and the answer returns."""
-    with state.lock:
-        try:
-            query = state.queries.resolve(id_or_name)
-        except QueryError:
-            query = None
+    try:
+        query = state.queries.resolve(id_or_name)
+    except QueryError:
+        query = None
     return [service_topic(query["Service"]["Service"])] if query else []
 
 
@@ -262,8 +262,3 @@ def _connect(request: web.Request) -> bool:
     if raw not in _GO_BOOLS:
         raise Failed(f"Error parsing 'connect' value: strconv.ParseBool: parsing \"{raw}\": invalid syntax")
     return _GO_BOOLS[raw]
-
-
-def _state(request: web.Request) -> StateStore:
-    state: StateStore = server_of(request).store
-    return state

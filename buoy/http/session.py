@@ -9,8 +9,8 @@ from aiohttp import web
 
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid, NotFound
+from buoy.core.structs import session
 from buoy.durations import format_duration
-from buoy.http import encode
 from buoy.http.blocking import blocking
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
@@ -102,19 +102,22 @@ async def renew(request: web.Request) -> web.Response:
     row = await server_of(request).apply({"op": "session.renew", "id": sid})
     if row is None:
         raise NotFound(f"Session id '{sid}' not found")
-    return json_response(request, [encode.session(row)])
+    return json_response(request, [session.to_api(row)])
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [session.to_api(r) for r in rows]
 
 
 @routes.get("/v1/session/info/{id:.*}")
 async def info(request: web.Request) -> web.Response:
     sid = _session_id(request)
-    sessions = server_of(request).store.sessions
 
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        row = sessions.get(sid)
-        return sessions.index, [encode.session(row)] if row else []
+    def one(s: StateStore) -> tuple[int, list[dict[str, Any]]]:
+        row = s.sessions.get(sid)
+        return s.sessions.index, [row] if row else []
 
-    return await blocking(request, compute, topics=[("sessions",)])
+    return await blocking(request, one, topics=[("sessions",)], encode=_rows)
 
 
 @routes.get("/v1/session/node/{node:.*}")
@@ -122,13 +125,11 @@ async def on_node(request: web.Request) -> web.Response:
     node = request.match_info["node"]
     if not node:
         raise Invalid("Missing node name")
-    sessions = server_of(request).store.sessions
-    return await blocking(request, lambda _s: (sessions.index, [encode.session(r) for r in sessions.on_node(node)]),
-                          topics=[("sessions",)])
+    return await blocking(request, lambda s: (s.sessions.index, s.sessions.on_node(node)), topics=[("sessions",)],
+                          encode=_rows)
 
 
 @routes.get("/v1/session/list")
 async def listing(request: web.Request) -> web.Response:
-    sessions = server_of(request).store.sessions
-    return await blocking(request, lambda _s: (sessions.index, [encode.session(r) for r in sessions.all()]),
-                          topics=[("sessions",)])
+    return await blocking(request, lambda s: (s.sessions.index, s.sessions.all()), topics=[("sessions",)],
+                          encode=_rows)

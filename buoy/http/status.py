@@ -26,9 +26,7 @@ async def raft_configuration(request: web.Request) -> web.Response:
         await server_of(request).require_leader()
     server = server_of(request)
     leader_addr = server.leader_addr
-    with server.store.lock:
-        known = dict(server.store.servers)
-        index = server.store.index
+    known, index = server.read(lambda s: (dict(s.servers), s.index))
     out = []
     for addr in server.members():
         info = known.get(addr, {})

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid, TooLarge
-from buoy.http import encode
+from buoy.core.structs import kv
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_body
 from buoy.http.respond import json_response
@@ -62,7 +62,7 @@ async def txn(request: web.Request) -> web.Response:
     result = await server_of(request).apply({"op": "txn", "ops": ops})
     if "errors" in result:
         return json_response(request, {"Results": None, "Errors": result["errors"]}, status=409)
-    results = [{"KV": encode.kv_pair(r["KV"])} for r in result["results"]]
+    results = [{"KV": kv.to_api(r["KV"])} for r in result["results"]]
     return json_response(request, {"Results": results, "Errors": None},
                          headers={"X-Consul-Index": str(max((r["KV"]["ModifyIndex"] for r in results),
                                                                 default=0))})

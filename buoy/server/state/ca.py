@@ -37,7 +37,7 @@ class CATable:
             return False
         self.cluster_id = self.cluster_id or cmd["cluster_id"]
         self.config = dict(cmd["config"], CreateIndex=index, ModifyIndex=index)
-        self.roots.append(dict(cmd["root"], CreateIndex=index, ModifyIndex=index))
+        self.roots = [*self.roots, dict(cmd["root"], CreateIndex=index, ModifyIndex=index)]
         self.signing_key = cmd["key"]
         self.index = index
         return True
@@ -52,10 +52,9 @@ class CATable:
             raise Failed(RACED)
         self.config = dict(cmd["config"], CreateIndex=self.config["CreateIndex"], ModifyIndex=index)
         if cmd.get("root"):
-            for row in self.roots:
-                if row["Active"]:
-                    row.update(Active=False, RotatedOutAt=cmd["ts"], ModifyIndex=index)
-            self.roots.append(dict(cmd["root"], CreateIndex=index, ModifyIndex=index))
+            # New rows and a new list, never a change in place: readers encode what they picked after the lock.
+            self.roots = [dict(row, Active=False, RotatedOutAt=cmd["ts"], ModifyIndex=index) if row["Active"] else row
+                          for row in self.roots] + [dict(cmd["root"], CreateIndex=index, ModifyIndex=index)]
             self.signing_key = cmd["key"]
             self.index = index
         return True

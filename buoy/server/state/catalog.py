@@ -56,6 +56,34 @@ class CatalogTable:
         return [(n, s, sorted(self.service_checks(n["Node"], s["ID"]), key=lambda c: (c["ServiceID"], c["CheckID"])))
                 for n, s in self.instances(name, connect)]
 
+    def all_nodes(self) -> list[dict[str, Any]]:
+        return [n for _name, n in sorted(self.nodes.items())]
+
+    def all_instances(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Every (node, service) pair, grouped by service name, each group in node then ID order."""
+        return [(self.nodes[n], self.services[n][sid])
+                for members in self.by_name.values() for n, sid in sorted(members)]
+
+    def node_services(self, node: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """A node and its services in ID order (None and [] for a node the catalog does not hold)."""
+        row = self.nodes.get(node)
+        if row is None:
+            return None, []
+        return row, [svc for _sid, svc in sorted(self.services[node].items())]
+
+    def node_checks(self, node: str) -> list[dict[str, Any]]:
+        return sorted(self.checks.get(node, {}).values(), key=lambda c: c["CheckID"])
+
+    def checks_by_node(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Every node with its checks by ID, in node order."""
+        return [(self.nodes[name], [c for _cid, c in sorted(chks.items())])
+                for name, chks in sorted(self.checks.items())]
+
+    def own_checks(self, name: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Each instance's node with the checks registered for that instance itself (no node-level ones)."""
+        return [(n, [c for c in self.service_checks(n["Node"], svc["ID"]) if c["ServiceID"] == svc["ID"]])
+                for n, svc in self.instances(name)]
+
     def name_index(self, name: str) -> int:
         return self.service_index.get(service_key(name)) or self.index["services"]
 

@@ -18,6 +18,9 @@ class MemberTable:
     def get(self, node: str) -> dict[str, Any] | None:
         return self.rows.get(node)
 
+    def all_by_name(self) -> dict[str, dict[str, Any]]:
+        return dict(self.rows)
+
     def is_current(self, member: dict[str, Any]) -> bool:
         """Whether an alive member already has exactly this identity (so a heartbeat changes nothing)."""
         row = self.rows.get(member["Name"])

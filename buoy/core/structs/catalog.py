@@ -1,24 +1,10 @@
-"""The one place that turns stored rows into Consul's JSON objects (field names and shapes)."""
+"""The catalog's objects as the API shows them: a node's service (``AgentService``), a service instance
+with its node (``ServiceNode``, /v1/catalog/service) and with its checks (``CheckServiceNode``,
+/v1/health/service and prepared queries)."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
-
-
-def kv_pair(entry: dict[str, Any]) -> dict[str, Any]:
-    value = entry["Value"]
-    out: dict[str, Any] = {
-        "LockIndex": entry["LockIndex"],
-        "Key": entry["Key"],
-        "Flags": entry["Flags"],
-        "Value": base64.b64encode(value).decode() if value else None,
-    }
-    if entry.get("Session"):
-        out["Session"] = entry["Session"]
-    out["CreateIndex"] = entry["CreateIndex"]
-    out["ModifyIndex"] = entry["ModifyIndex"]
-    return out
 
 
 def agent_service(svc: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +39,6 @@ def service_node(node: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def session(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    out["Checks"] = list(row["NodeChecks"])  # the pre-1.7 field, still read by older clients
-    return out
+def health_entry(node: dict[str, Any], svc: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One instance as /v1/health/service lists it (Consul's CheckServiceNode)."""
+    return {"Node": node, "Service": agent_service(svc), "Checks": checks}
