@@ -31,8 +31,8 @@ def test_filter_catalog_and_health(dev_agent, base, c) -> None:
     expr = 'ServiceAddress is empty and Node matches "^flt-n[01]$"'
     assert ids("/v1/catalog/service/flt", expr) == ["flt-0", "flt-1"]
     # The dev agent is shared by the session: other tests' services may carry the same tags.
-    r = requests.get(f"{base}/v1/catalog/services", params={"filter": "ServiceName == flt and ServiceTags contains canary"},
-                     timeout=5)
+    r = requests.get(f"{base}/v1/catalog/services",
+                     params={"filter": "ServiceName == flt and ServiceTags contains canary"}, timeout=5)
     assert r.json() == {"flt": ["v1", "canary"]}
     checks = requests.get(f"{base}/v1/health/state/any", params={"filter": 'ServiceName == flt and Status == warning'},
                           timeout=5).json()
