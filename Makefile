@@ -19,6 +19,7 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check buoy tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: system-deps-test lint
 	$(BIN)/pytest -q

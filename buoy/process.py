@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
 
 from buoy import log as logging_setup
 from buoy.agent.heartbeat import Heartbeater
@@ -32,7 +31,7 @@ from buoy.api.internal import HEARTBEAT, LEAVE, PEER, http_addr
 from buoy.api.signed import signed_call
 from buoy.config import Config, ConfigError, build, definitions
 from buoy.dns.server import DNSServer
-from buoy.http.app import make_app
+from buoy.http.app import serve
 
 if TYPE_CHECKING:
     from buoy.server.server import Server
@@ -92,10 +91,7 @@ class Agent:
             self.pool = ServerPool(cfg, key)
             catalog = RemoteCatalog(self.pool)
         # Open blocking queries get SHUTDOWN_GRACE seconds to finish before they are cut.
-        runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
-        await runner.setup()
-        for host in cfg.client_addr.split():
-            await web.TCPSite(runner, host, cfg.http_port, reuse_address=True).start()
+        stop_http = await serve(self, cfg.client_addr.split(), cfg.http_port, SHUTDOWN_GRACE)
         dns = None
         if cfg.dns_port != -1:
             dns = DNSServer(cfg)
@@ -120,7 +116,7 @@ class Agent:
             await self.leaves.stop()
             if dns is not None:
                 await dns.stop()  # before the HTTP server, which would wait for its views' blocking queries
-            await runner.cleanup()
+            await stop_http()
             if self.server is not None:
                 await self.server.stop()
             if self.pool is not None:

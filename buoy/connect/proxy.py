@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 from urllib.parse import quote
+from wsgiref.simple_server import WSGIServer
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import start_http_server
 
 from buoy.api.client import Client
 from buoy.api.watch import Watch
@@ -69,7 +69,7 @@ class Proxy:
         self.public: PublicListener | None = None
         self.upstreams: dict[tuple[str, int], _Upstream] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._metrics_runner: web.AppRunner | None = None
+        self._metrics_server: WSGIServer | None = None
         self._applying = asyncio.Lock()
 
     def tls(self) -> Contexts:
@@ -115,8 +115,10 @@ class Proxy:
             await self.public.stop(abort=True)
         if self.intentions is not None:
             await self.intentions.close()
-        if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
+        if self._metrics_server is not None:
+            # shutdown() waits for the exporter's poll loop (up to half a second): off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self._metrics_server.shutdown)
+            self._metrics_server.server_close()
         await asyncio.gather(*self._tasks, *(u.task for u in self.upstreams.values() if u.task),
                              return_exceptions=True)
 
@@ -194,16 +196,8 @@ class Proxy:
         return up
 
     async def _serve_metrics(self, addr: str) -> None:
+        """prometheus-client's own exporter, on a thread of its own: a scrape never waits on the data path's
+        loop, and the proxy needs no web framework."""
         host, port = split_hostport(addr, "metrics address")
-
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(self.metrics.registry),
-                                headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        self._metrics_runner = runner
+        self._metrics_server, _thread = start_http_server(port, addr=host, registry=self.metrics.registry)
         log.info("metrics", address=f"http://{host}:{port}/metrics")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from buoy.agent.leaf import LeafCerts
-from buoy.http.blocking import parse_wait
 from buoy.http.context import agent_of
 from buoy.http.respond import json_response
+from buoy.http.wait import parse_wait
 
 routes = web.RouteTableDef()
 

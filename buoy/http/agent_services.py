@@ -12,10 +12,10 @@ from aiohttp import web
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid, NotFound
 from buoy.core.structs.definitions import STATES, parse_check, parse_service
-from buoy.http.blocking import parse_wait
 from buoy.http.context import agent_of, node_of
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
+from buoy.http.wait import parse_wait
 
 if TYPE_CHECKING:
     from buoy.agent.node import NodeAgent

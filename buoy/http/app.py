@@ -129,3 +129,13 @@ def make_app(agent: AgentProcess) -> web.Application:
         app.router.add_route("*", "/v1/{tail:.*}", guarded(proxy.forward))
     app.router.add_route("*", "/{tail:.*}", guarded(_not_found))
     return app
+
+
+async def serve(agent: AgentProcess, hosts: list[str], port: int, grace: float) -> Callable[[], Awaitable[None]]:
+    """Listen on ``port`` of every host; returns the cleanup that stops the app, giving open requests (blocking
+    queries among them) ``grace`` seconds to finish."""
+    runner = web.AppRunner(make_app(agent), access_log=None, handle_signals=False, shutdown_timeout=grace)
+    await runner.setup()
+    for host in hosts:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner.cleanup

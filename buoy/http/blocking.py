@@ -9,48 +9,22 @@ if the index is already past N; otherwise it sleeps on the topics it read until 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from buoy.core.errors import Invalid
-from buoy.durations import parse_duration
 from buoy.http import forward
 from buoy.http.bexpr import Predicate, compile_filter
-from buoy.http.context import LOOP, agent_of, server_of
+from buoy.http.context import LOOP, server_of
 from buoy.http.respond import NOT_FOUND, render
+from buoy.http.wait import parse_wait
 from buoy.server.state.catalog import service_topic
 from buoy.server.state.store import StateStore, Topic
 
 Read = Callable[[StateStore], tuple[int, Any]]
 Encode = Callable[[Any], Any]
-
-
-def parse_wait(request: web.Request) -> tuple[int, float]:
-    cfg = agent_of(request).cfg
-    q = request.query
-    index = 0
-    if "index" in q:
-        try:
-            index = int(q["index"])
-            if index < 0:
-                raise ValueError
-        except ValueError:
-            raise Invalid("Invalid index") from None
-    wait = cfg.default_query_time
-    if "wait" in q:
-        try:
-            wait = parse_duration(q["wait"])
-            if wait < 0:
-                raise ValueError
-        except ValueError:
-            raise Invalid("Invalid wait time") from None
-    if not index:
-        return 0, wait
-    wait = min(wait, cfg.max_query_time) if wait else cfg.default_query_time
-    return index, wait + random.uniform(0, wait / 16)
 
 
 async def consistency(request: web.Request) -> str:

@@ -14,10 +14,10 @@ from buoy.agent.servers import NO_SERVERS, ServerPool
 from buoy.api.client import AgentTimeout, AgentUnreachable, Response
 from buoy.core.errors import NO_LEADER, Unavailable
 from buoy.durations import format_duration
-from buoy.http.blocking import parse_wait
 from buoy.http.context import AGENT, BLOCKING_FORWARDS, MAX_BODY, agent_of
 from buoy.http.decode import read_body
 from buoy.http.forward import HOLD_PAUSE, RPC_HOLD_TIMEOUT
+from buoy.http.wait import parse_wait
 
 # Hop-by-hop and framing headers are the proxy's own business on each side.
 _SKIP_REQUEST = frozenset({"host", "content-length", "connection", "transfer-encoding", "keep-alive",

@@ -216,7 +216,8 @@ class Server:
         if path == LEAVE:
             self.duties.heartbeats.forget(payload["node"])
             await self.apply({"op": "member.left", "node": payload["node"], "prune": bool(payload.get("prune"))})
-            leaving = next((a for a, i in self.store.servers.items() if i["Node"] == payload["node"]), None)
+            # The server table is the Raft thread's to write: read it under the lock, like every other read.
+            leaving = self.read(lambda s: next((a for a, i in s.servers.items() if i["Node"] == payload["node"]), None))
             if leaving is not None and leaving != self.cfg.raft_addr and leaving in self.members():
                 assert self.raft is not None
                 await self.raft.remove_member(leaving)
