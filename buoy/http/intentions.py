@@ -21,7 +21,7 @@ from buoy.connect.intentions import decide, default_for
 from buoy.core.decode import DecodeFailed
 from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.core.structs import intention
-from buoy.core.structs.intention import to_api
+from buoy.core.structs.intention import Intention, to_api
 from buoy.core.structs.intention import written as _row
 from buoy.http.blocking import blocking
 from buoy.http.context import agent_of, server_of
@@ -50,16 +50,19 @@ def _pair(request: web.Request, allow_empty: bool = True) -> tuple[str, str]:
             intention.service_name("destination", "Destination", destination))
 
 
-def _state(request: web.Request) -> StateStore:
-    state: StateStore = server_of(request).store
-    return state
+def _many(rows: list[Intention]) -> list[dict[str, Any]]:
+    return [to_api(r) for r in rows]
 
 
-def _look(request: web.Request, fn: Callable[[IntentionTable], Any]) -> Any:
-    """A check against the current state before proposing a write, refused as the write itself would be."""
-    state = _state(request)
-    with state.lock:
-        return fn(state.intentions)
+async def _one(request: web.Request, find: Callable[[IntentionTable], Intention | None]) -> web.Response:
+    """A blocking read of one intention; a missing one is refused at once, not waited for, as in Consul."""
+    def read(s: StateStore) -> tuple[int, Intention]:
+        row = find(s.intentions)
+        if row is None:
+            raise NotFound(NOT_FOUND)
+        return s.intentions.index, row
+
+    return await blocking(request, read, topics=[TOPIC], encode=to_api)
 
 
 async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
@@ -71,8 +74,7 @@ async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
 
 @routes.get("/v1/connect/intentions")
 async def listing(request: web.Request) -> web.Response:
-    table = _state(request).intentions
-    return await blocking(request, lambda _s: (table.index, [to_api(r) for r in table.all()]), topics=[TOPIC])
+    return await blocking(request, lambda s: (s.intentions.index, s.intentions.all()), topics=[TOPIC], encode=_many)
 
 
 @routes.post("/v1/connect/intentions")
@@ -105,12 +107,12 @@ async def match(request: web.Request) -> web.Response:
     if not names:
         raise Failed("required query parameter 'name' not set")
     wanted = {name: intention.service_name("name", "", name) for name in names}
-    table = _state(request).intentions
 
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        return table.index, {k: [to_api(r) for r in table.match(by[0], v)] for k, v in wanted.items()}
+    def read(s: StateStore) -> tuple[int, dict[str, list[Intention]]]:
+        return s.intentions.index, {k: s.intentions.match(by[0], v) for k, v in wanted.items()}
 
-    return await blocking(request, compute, topics=[TOPIC])
+    return await blocking(request, read, topics=[TOPIC],
+                          encode=lambda matched: {k: _many(rows) for k, rows in matched.items()})
 
 
 @routes.get("/v1/connect/intentions/check")
@@ -119,28 +121,16 @@ async def check(request: web.Request) -> web.Response:
     source_type = request.query.get("source-type") or "consul"
     source, destination = _pair(request)
     intention.require_consul_source(source_type)
-    table = _state(request).intentions
     cfg = agent_of(request).cfg
     default = default_for(cfg.intentions_default, cfg.dev)
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        return table.index, {"Allowed": decide(table.match("destination", destination), source, default).allowed}
-
-    return await blocking(request, compute, topics=[TOPIC])
+    return await blocking(request, lambda s: (s.intentions.index, s.intentions.match("destination", destination)),
+                          topics=[TOPIC], encode=lambda rows: {"Allowed": decide(rows, source, default).allowed})
 
 
 @routes.get("/v1/connect/intentions/exact")
 async def read_exact(request: web.Request) -> web.Response:
     source, destination = _pair(request)
-    table = _state(request).intentions
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        row = table.exact(source, destination)
-        if row is None:
-            raise NotFound(NOT_FOUND)
-        return table.index, to_api(row)
-
-    return await blocking(request, compute, topics=[TOPIC])
+    return await _one(request, lambda t: t.exact(source, destination))
 
 
 @routes.put("/v1/connect/intentions/exact")
@@ -150,8 +140,9 @@ async def upsert(request: web.Request) -> web.Response:
     ixn = intention.decode(await read_json(request))
     intention.refuse_elsewhere(ixn)
     ixn.update(ID="", SourceName=source, DestinationName=destination)
-    held = ixn["Meta"] and _look(request, lambda t: t.has_destination(destination))
-    intention.validate_upsert(ixn, _look(request, lambda t: t.position(source, destination)), bool(held))
+    position, held = server_of(request).read(
+        lambda s: (s.intentions.position(source, destination), s.intentions.has_destination(destination)))
+    intention.validate_upsert(ixn, position, held)
     await _propose(request, {"op": "intention.set", "mode": "upsert", "intention": _row(ixn)})
     return json_response(request, True)
 
@@ -169,15 +160,7 @@ async def read(request: web.Request) -> web.Response:
     problem = intention.uuid_problem(intention_id)
     if problem:
         raise Invalid(f"failed config entry lookup: {problem}")
-    table = _state(request).intentions
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        row = table.get(intention_id)
-        if row is None:
-            raise NotFound(NOT_FOUND)
-        return table.index, to_api(row)
-
-    return await blocking(request, compute, topics=[TOPIC])
+    return await _one(request, lambda t: t.get(intention_id))
 
 
 def _lookup_problem(intention_id: str) -> None:
@@ -194,7 +177,8 @@ async def update(request: web.Request) -> web.Response:
     intention.refuse_tenancy(ixn)
     intention.refuse_elsewhere(ixn)
     _lookup_problem(intention_id)
-    _look(request, lambda t: t.updatable(intention_id, ixn["DestinationName"]))
+    # Consul refuses a missing intention and a new destination before the body's own problems.
+    server_of(request).read(lambda s: s.intentions.updatable(intention_id, ixn["DestinationName"]))
     intention.validate_legacy(ixn)
     ixn["ID"] = intention_id  # the URL names the intention, whatever the body says
     await _propose(request, {"op": "intention.set", "mode": "update", "intention": _row(ixn)})
