@@ -19,17 +19,9 @@ from typing import Any
 from buoy.api.client import Client, ClientError
 from buoy.api.watch import Watch
 from buoy.core.spiffe import DEFAULT_NS, WILDCARD
+from buoy.core.structs.intention import describe
 
 IDLE = 3600.0  # a destination nobody asked about for this long stops being watched
-
-
-def describe(ixn: dict[str, Any]) -> str:
-    """Consul's Intention.String(), which its authorize reasons quote."""
-    ident = f"ID: {ixn['ID']}, " if ixn.get("ID") else ""
-    perms = ixn.get("Permissions") or []
-    detail = f"Permissions: {len(perms)}" if perms else f"Action: {str(ixn.get('Action', '')).upper()}"
-    return (f"{ixn['SourceNS']}/{ixn['SourceName']} => {ixn['DestinationNS']}/{ixn['DestinationName']} "
-            f"({ident}Precedence: {ixn['Precedence']}, {detail})")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,6 @@ Consul CE has no namespaces or partitions: any but ``default`` is refused.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import string
-import struct
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from buoy.connect.intentions import decide, default_for
-from buoy.core.decode import DecodeFailed, Fields
+from buoy.core.decode import DecodeFailed
 from buoy.core.errors import Failed, Invalid, NotFound
-from buoy.core.spiffe import WILDCARD
+from buoy.core.structs import intention
+from buoy.core.structs.intention import Intention, to_api
+from buoy.core.structs.intention import written as _row
 from buoy.http.blocking import blocking
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
@@ -38,195 +34,6 @@ routes = web.RouteTableDef()
 
 TOPIC: Topic = ("intentions",)
 NOT_FOUND = "Intention not found"
-ACTIONS = ("allow", "deny")
-# Consul's limits on opaque values (metaValueMaxLength, metaMaxKeyPairs, metaKeyMaxLength).
-MAX_VALUE, MAX_PAIRS, MAX_KEY = 512, 64, 128
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"})
-HEADER_MATCHES = ("Present", "Exact", "Prefix", "Suffix", "Regex")
-_HEX = frozenset(string.hexdigits)
-
-
-def _q(text: str) -> str:
-    """Go's %q, near enough: a double-quoted string."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-# ---- request bodies ---------------------------------------------------------------------------------
-
-
-def _permissions(raw: Any) -> list[dict[str, Any]] | None:
-    """L7 permissions as Consul stores them (empty fields left out); kept and returned, not enforced yet."""
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise DecodeFailed("Intention.Permissions: expected a list")
-    out = []
-    for j, item in enumerate(raw):
-        p = Fields(item, f"Intention.Permissions[{j}]")
-        perm: dict[str, Any] = {"Action": p.str("Action")}
-        if p.has("HTTP"):
-            h = Fields(p.obj("HTTP"), f"Intention.Permissions[{j}].HTTP")
-            http: dict[str, Any] = {k: h.str(k) for k in ("PathExact", "PathPrefix", "PathRegex") if h.str(k)}
-            headers = h.raw("Header", [])
-            if not isinstance(headers, list):
-                raise DecodeFailed(f"Intention.Permissions[{j}].HTTP.Header: expected a list")
-            if headers:
-                http["Header"] = [_header(Fields(x, f"Intention.Permissions[{j}].HTTP.Header[{k}]"))
-                                  for k, x in enumerate(headers)]
-            methods = h.str_list("Methods")
-            if methods:
-                http["Methods"] = [m.upper() for m in methods]  # Consul upper-cases them before it validates
-            perm["HTTP"] = http
-        if p.has("JWT"):
-            perm["JWT"] = p.obj("JWT")
-        out.append(perm)
-    return out
-
-
-def _header(h: Fields) -> dict[str, Any]:
-    out: dict[str, Any] = {"Name": h.str("Name")}
-    if h.bool("Present"):
-        out["Present"] = True
-    out.update((k, h.str(k)) for k in HEADER_MATCHES[1:] if h.str(k))
-    if h.bool("Invert"):
-        out["Invert"] = True
-    return out
-
-
-def _decode(body: Any) -> dict[str, Any]:
-    """An Intention from a request body, every field typed; unknown fields are ignored, as Consul's decoder
-    ignores them. Precedence, times, Hash and indexes are the server's and are ignored too."""
-    f = Fields(body, "Intention")
-    ixn: dict[str, Any] = {k: f.str(k) for k in (
-        "ID", "Description", "SourceNS", "SourceName", "DestinationNS", "DestinationName", "SourcePartition",
-        "DestinationPartition", "SourcePeer", "SourceSamenessGroup", "SourceType", "Action")}
-    ixn["Meta"] = f.str_map("Meta")
-    ixn["Permissions"] = _permissions(f.raw("Permissions"))
-    ixn["SourceType"] = ixn["SourceType"] or "consul"
-    return ixn
-
-
-def _row(ixn: dict[str, Any]) -> dict[str, Any]:
-    """What the state machine keeps of a checked intention (it adds namespaces, precedence, times, indexes)."""
-    return {k: ixn[k] for k in ("ID", "Description", "SourceName", "DestinationName", "SourceType", "Action",
-                                "Permissions", "Meta")}
-
-
-def _refuse_tenancy(ixn: dict[str, Any]) -> None:
-    """The legacy endpoints' checks of partitions and namespaces in the body (400s, from the HTTP layer)."""
-    for side in ("Destination", "Source"):
-        if ixn[f"{side}Partition"].lower() not in ("", "default"):
-            raise Invalid(f"Cannot specify a {side.lower()} partition with this endpoint")
-    for name in ("SourceNS", "DestinationNS"):
-        if ixn[name].lower() not in ("", "default"):
-            raise Invalid(f"Invalid {name}({ixn[name]}): Namespaces is a Consul Enterprise feature")
-
-
-def _refuse_elsewhere(ixn: dict[str, Any]) -> None:
-    """Sources these endpoints cannot take (Consul: config entries only)."""
-    for name in ("SourcePeer", "SourceSamenessGroup"):
-        if ixn[name]:
-            raise Failed(f"{name} field is not supported on this endpoint. Use config entries instead")
-
-
-def _partial_wildcard(name: str) -> bool:
-    return name != WILDCARD and WILDCARD in name
-
-
-def _legacy_problems(ixn: dict[str, Any]) -> None:
-    """Consul's Intention.Validate for the legacy writes: every problem, in its order, on one line."""
-    problems = [f"{k} must be set" for k in ("SourceName", "DestinationName") if not ixn[k]]
-    problems += [f"{k}: wildcard character '*' cannot be used with partial values"
-                 for k in ("SourceName", "DestinationName") if _partial_wildcard(ixn[k])]
-    if len(ixn["Description"]) > MAX_VALUE:
-        problems.append(f"Description exceeds maximum length {MAX_VALUE}")
-    meta = ixn["Meta"]
-    if len(meta) > MAX_PAIRS:
-        problems.append(f"Meta exceeds maximum element count {MAX_PAIRS}")
-    for k in sorted(meta):
-        if len(k) > MAX_KEY:
-            problems.append(f"Meta key {_q(k)} exceeds maximum length {MAX_KEY}")
-        if len(meta[k]) > MAX_VALUE:
-            problems.append(f"Meta value for key {_q(k)} exceeds maximum length {MAX_VALUE}")
-    if ixn["Action"] not in ACTIONS:
-        problems.append("Action must be set to 'allow' or 'deny'")
-    if ixn["Permissions"]:
-        problems.append("Permissions must not be set when using the legacy APIs")
-    if ixn["SourceType"] != "consul":
-        problems.append("SourceType must be set to 'consul'")
-    if problems:
-        n = len(problems)
-        raise Failed(f"{n} error{'s' if n > 1 else ''} occurred: " + "; ".join(problems))
-
-
-def _upsert_problem(ixn: dict[str, Any], i: int) -> str | None:
-    """Consul's validation of a source in the destination's service-intentions entry (``Sources[i]``)."""
-    src = f"Sources[{i}]"
-    perms = ixn["Permissions"] or []
-    if _partial_wildcard(ixn["DestinationName"]):
-        return "Name: wildcard character '*' cannot be used with partial values"
-    if _partial_wildcard(ixn["SourceName"]):
-        return f"{src}.Name: wildcard character '*' cannot be used with partial values"
-    if len(ixn["Description"]) > MAX_VALUE:
-        return f"{src}.Description exceeds maximum length {MAX_VALUE}"
-    if not perms and ixn["Action"] not in ACTIONS:
-        return f"{src}.Action must be set to 'allow' or 'deny'"
-    if perms and ixn["Action"]:
-        return f"{src}.Action must be omitted if Permissions are specified"
-    if perms and ixn["DestinationName"] == WILDCARD:
-        return f"{src}.Permissions cannot be specified on intentions with wildcarded destinations"
-    if ixn["SourceType"] != "consul":
-        return f"{src}.Type must be set to 'consul'"
-    return next((p for j, perm in enumerate(perms) if (p := _permission_problem(f"{src}.Permissions[{j}]", perm))),
-                None)
-
-
-def _permission_problem(where: str, perm: dict[str, Any]) -> str | None:
-    if perm["Action"] not in ACTIONS:
-        return f"{where}.Action must be set to 'allow' or 'deny'"
-    http = perm.get("HTTP")
-    if http is None:
-        return f"{where}.HTTP is required"
-    for key in ("PathExact", "PathPrefix"):
-        if key in http and not http[key].startswith("/"):
-            return f"{where}.HTTP.{key} doesn't start with '/': {_q(http[key])}"
-    paths = sum(1 for k in ("PathExact", "PathPrefix", "PathRegex") if k in http)
-    if paths > 1:
-        return f"{where}.HTTP should only contain at most one of PathExact, PathPrefix, or PathRegex"
-    for k, hdr in enumerate(http.get("Header", ())):
-        if not hdr["Name"]:
-            return f"{where}.HTTP.Header[{k}] missing required Name field"
-        if sum(1 for m in HEADER_MATCHES if m in hdr) != 1:
-            return f"{where}.HTTP.Header[{k}] should only contain one of Present, Exact, Prefix, Suffix, or Regex"
-    methods = http.get("Methods", [])
-    for n, m in enumerate(methods):
-        if m not in HTTP_METHODS:
-            return f"{where}.HTTP.Methods contains an invalid method {_q(m)}"
-        if m in methods[:n]:
-            return f"{where}.HTTP.Methods contains {_q(m)} more than once"
-    if not paths and not http.get("Header") and not methods:
-        return f"{where}.HTTP should not be empty"
-    providers = (perm.get("JWT") or {}).get("Providers") or []
-    if any(not isinstance(p, dict) or not p.get("Name") for p in providers):
-        return "JWT provider name is required"
-    return None
-
-
-# ---- names in query strings -------------------------------------------------------------------------
-
-
-def _name(param: str, side: str, value: str) -> str:
-    """The service name in ``name``, ``namespace/name`` or ``partition/namespace/name``."""
-    if value.startswith("peer:"):
-        raise Failed(f"{param} {_q(value)} is invalid: cannot specify a peer here")
-    parts = value.split("/")
-    if len(parts) > 3:
-        raise Failed(f"{param} {_q(value)} is invalid: input can contain at most two '/'")
-    if len(parts) == 3 and parts[0].lower() not in ("", "default"):
-        raise Invalid(f"Invalid {side}Partition({parts[0]}): Partitions is a Consul Enterprise feature")
-    if len(parts) > 1 and parts[-2].lower() not in ("", "default"):
-        raise Invalid(f"Invalid {side}NS({parts[-2]}): Namespaces is a Consul Enterprise feature")
-    return parts[-1]
 
 
 def _param(request: web.Request, param: str, allow_empty: bool = True) -> str:
@@ -239,73 +46,23 @@ def _param(request: web.Request, param: str, allow_empty: bool = True) -> str:
 def _pair(request: web.Request, allow_empty: bool = True) -> tuple[str, str]:
     source = _param(request, "source", allow_empty)
     destination = _param(request, "destination", allow_empty)
-    return _name("source", "Source", source), _name("destination", "Destination", destination)
+    return (intention.service_name("source", "Source", source),
+            intention.service_name("destination", "Destination", destination))
 
 
-def uuid_problem(text: str) -> str | None:
-    """Why Consul's UUID index refuses an ID (go-memdb's parsing), or None for a well-formed one."""
-    if len(text) != 36:
-        return "UUID must be 36 characters"
-    if (hyphens := text.count("-")) > 4:
-        return f'UUID should have maximum of 4 "-"; got {hyphens}'
-    digits = text.replace("-", "")
-    if len(digits) % 2:
-        return "Input (without hyphens) must be even length"
-    bad = next((c for c in digits if c not in _HEX), None)
-    return f"Invalid UUID: encoding/hex: invalid byte: U+{ord(bad):04X} '{bad}'" if bad else None
+def _many(rows: list[Intention]) -> list[dict[str, Any]]:
+    return [to_api(r) for r in rows]
 
 
-# ---- responses --------------------------------------------------------------------------------------
+async def _one(request: web.Request, find: Callable[[IntentionTable], Intention | None]) -> web.Response:
+    """A blocking read of one intention; a missing one is refused at once, not waited for, as in Consul."""
+    def read(s: StateStore) -> tuple[int, Intention]:
+        row = find(s.intentions)
+        if row is None:
+            raise NotFound(NOT_FOUND)
+        return s.intentions.index, row
 
-
-def _time(ts: float) -> str:
-    """Go's time.Time in JSON: RFC 3339 in UTC, the fraction without trailing zeros (to the microsecond, as
-    far as a float of seconds is exact)."""
-    seconds, micros = divmod(round(ts * 1e6), 10**6)
-    fraction = f".{micros:06d}".rstrip("0") if micros else ""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction + "Z"
-
-
-def _hash(row: dict[str, Any]) -> str:
-    """Consul's Intention.SetHash (BLAKE2b-256 of the content fields), which legacy intentions carry."""
-    h = hashlib.blake2b(digest_size=32)
-    for k in ("ID", "Description", "SourceNS", "SourceName", "DestinationNS", "DestinationName", "SourceType",
-              "Action"):
-        h.update(row[k].encode())
-    h.update(struct.pack("<Q", row["Precedence"]))
-    for k in sorted(row["Meta"]):
-        h.update(k.encode())
-        h.update(row["Meta"][k].encode())
-    return base64.b64encode(h.digest()).decode()
-
-
-def intention_json(row: dict[str, Any]) -> dict[str, Any]:
-    """Consul's Intention. Every field a ``?filter`` may name is present, empty or not (go-bexpr sees the
-    whole struct); the times and Hash only on legacy intentions, Permissions only on L7 ones."""
-    out: dict[str, Any] = {}
-    if row["CreatedAt"] is not None:
-        out["CreatedAt"], out["UpdatedAt"] = _time(row["CreatedAt"]), _time(row["UpdatedAt"])
-    out.update((k, row[k]) for k in ("ID", "Description", "SourceNS", "SourceName", "DestinationNS",
-                                     "DestinationName", "SourceType", "Action"))
-    if row["Permissions"]:
-        out["Permissions"] = row["Permissions"]
-    out["Meta"], out["Precedence"] = row["Meta"], row["Precedence"]
-    if row["ID"]:
-        out["Hash"] = _hash(row)
-    out["CreateIndex"], out["ModifyIndex"] = row["CreateIndex"], row["ModifyIndex"]
-    return out
-
-
-def _state(request: web.Request) -> StateStore:
-    state: StateStore = server_of(request).store
-    return state
-
-
-def _look(request: web.Request, fn: Callable[[IntentionTable], Any]) -> Any:
-    """A check against the current state before proposing a write, refused as the write itself would be."""
-    state = _state(request)
-    with state.lock:
-        return fn(state.intentions)
+    return await blocking(request, read, topics=[TOPIC], encode=to_api)
 
 
 async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
@@ -317,22 +74,21 @@ async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
 
 @routes.get("/v1/connect/intentions")
 async def listing(request: web.Request) -> web.Response:
-    table = _state(request).intentions
-    return await blocking(request, lambda _s: (table.index, [intention_json(r) for r in table.all()]), topics=[TOPIC])
+    return await blocking(request, lambda s: (s.intentions.index, s.intentions.all()), topics=[TOPIC], encode=_many)
 
 
 @routes.post("/v1/connect/intentions")
 async def create(request: web.Request) -> web.Response:
     """The legacy create: a new ID; refused for a pair that already has an intention."""
     try:
-        ixn = _decode(await read_json(request))
+        ixn = intention.decode(await read_json(request))
     except DecodeFailed as e:
         raise Failed("Failed to decode request body: " + e.detail) from None
-    _refuse_tenancy(ixn)
-    _refuse_elsewhere(ixn)
+    intention.refuse_tenancy(ixn)
+    intention.refuse_elsewhere(ixn)
     if ixn["ID"]:
         raise Failed("ID must be empty when creating a new intention")
-    _legacy_problems(ixn)
+    intention.validate_legacy(ixn)
     # Made here, by the proposer, so that every server applies the same ID.
     ixn["ID"] = str(uuid.uuid4())
     await _propose(request, {"op": "intention.set", "mode": "create", "intention": _row(ixn)})
@@ -350,13 +106,13 @@ async def match(request: web.Request) -> web.Response:
     names = request.query.getall("name", [])
     if not names:
         raise Failed("required query parameter 'name' not set")
-    wanted = {name: _name("name", "", name) for name in names}
-    table = _state(request).intentions
+    wanted = {name: intention.service_name("name", "", name) for name in names}
 
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        return table.index, {k: [intention_json(r) for r in table.match(by[0], v)] for k, v in wanted.items()}
+    def read(s: StateStore) -> tuple[int, dict[str, list[Intention]]]:
+        return s.intentions.index, {k: s.intentions.match(by[0], v) for k, v in wanted.items()}
 
-    return await blocking(request, compute, topics=[TOPIC])
+    return await blocking(request, read, topics=[TOPIC],
+                          encode=lambda matched: {k: _many(rows) for k, rows in matched.items()})
 
 
 @routes.get("/v1/connect/intentions/check")
@@ -364,47 +120,29 @@ async def check(request: web.Request) -> web.Response:
     """Would ``source`` be allowed to connect to ``destination``? L7 intentions count as deny, as in Consul."""
     source_type = request.query.get("source-type") or "consul"
     source, destination = _pair(request)
-    if source_type != "consul":
-        raise Failed(f"unsupported SourceType: {_q(source_type)}")
-    table = _state(request).intentions
+    intention.require_consul_source(source_type)
     cfg = agent_of(request).cfg
     default = default_for(cfg.intentions_default, cfg.dev)
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        return table.index, {"Allowed": decide(table.match("destination", destination), source, default).allowed}
-
-    return await blocking(request, compute, topics=[TOPIC])
+    return await blocking(request, lambda s: (s.intentions.index, s.intentions.match("destination", destination)),
+                          topics=[TOPIC], encode=lambda rows: {"Allowed": decide(rows, source, default).allowed})
 
 
 @routes.get("/v1/connect/intentions/exact")
 async def read_exact(request: web.Request) -> web.Response:
     source, destination = _pair(request)
-    table = _state(request).intentions
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        row = table.exact(source, destination)
-        if row is None:
-            raise NotFound(NOT_FOUND)
-        return table.index, intention_json(row)
-
-    return await blocking(request, compute, topics=[TOPIC])
+    return await _one(request, lambda t: t.exact(source, destination))
 
 
 @routes.put("/v1/connect/intentions/exact")
 async def upsert(request: web.Request) -> web.Response:
     """Create or replace the intention of a (source, destination) pair; the names come from the URL."""
     source, destination = _pair(request, allow_empty=False)
-    ixn = _decode(await read_json(request))
-    _refuse_elsewhere(ixn)
+    ixn = intention.decode(await read_json(request))
+    intention.refuse_elsewhere(ixn)
     ixn.update(ID="", SourceName=source, DestinationName=destination)
-    if ixn["Meta"]:
-        # Consul keeps Meta on the destination's config entry, which this endpoint cannot write.
-        held = _look(request, lambda t: bool(t.by_destination.get(destination)))
-        raise Failed("Meta must not be specified, or should be unchanged during an update." if held
-                        else "Meta must not be specified")
-    problem = _upsert_problem(ixn, _look(request, lambda t: t.position(source, destination)))
-    if problem:
-        raise Failed(problem)
+    position, held = server_of(request).read(
+        lambda s: (s.intentions.position(source, destination), s.intentions.has_destination(destination)))
+    intention.validate_upsert(ixn, position, held)
     await _propose(request, {"op": "intention.set", "mode": "upsert", "intention": _row(ixn)})
     return json_response(request, True)
 
@@ -419,22 +157,14 @@ async def delete_exact(request: web.Request) -> web.Response:
 @routes.get("/v1/connect/intentions/{id}")
 async def read(request: web.Request) -> web.Response:
     intention_id = request.match_info["id"]
-    problem = uuid_problem(intention_id)
+    problem = intention.uuid_problem(intention_id)
     if problem:
         raise Invalid(f"failed config entry lookup: {problem}")
-    table = _state(request).intentions
-
-    def compute(_s: StateStore) -> tuple[int, Any]:
-        row = table.get(intention_id)
-        if row is None:
-            raise NotFound(NOT_FOUND)
-        return table.index, intention_json(row)
-
-    return await blocking(request, compute, topics=[TOPIC])
+    return await _one(request, lambda t: t.get(intention_id))
 
 
 def _lookup_problem(intention_id: str) -> None:
-    problem = uuid_problem(intention_id)
+    problem = intention.uuid_problem(intention_id)
     if problem:
         raise Failed(f"Intention lookup failed: failed config entry lookup: {problem}")
 
@@ -443,12 +173,13 @@ def _lookup_problem(intention_id: str) -> None:
 async def update(request: web.Request) -> web.Response:
     """The legacy update by ID: everything but the destination may change."""
     intention_id = request.match_info["id"]
-    ixn = _decode(await read_json(request))
-    _refuse_tenancy(ixn)
-    _refuse_elsewhere(ixn)
+    ixn = intention.decode(await read_json(request))
+    intention.refuse_tenancy(ixn)
+    intention.refuse_elsewhere(ixn)
     _lookup_problem(intention_id)
-    _look(request, lambda t: t.updatable(intention_id, ixn["DestinationName"]))
-    _legacy_problems(ixn)
+    # Consul refuses a missing intention and a new destination before the body's own problems.
+    server_of(request).read(lambda s: s.intentions.updatable(intention_id, ixn["DestinationName"]))
+    intention.validate_legacy(ixn)
     ixn["ID"] = intention_id  # the URL names the intention, whatever the body says
     await _propose(request, {"op": "intention.set", "mode": "update", "intention": _row(ixn)})
     return json_response(request, {"ID": intention_id})

@@ -11,30 +11,18 @@ Intention writes are never part of a ``/v1/txn``, so the table keeps no undo ste
 
 from __future__ import annotations
 
-from typing import Any
-
 from buoy.core.errors import Failed
 from buoy.core.spiffe import WILDCARD
+from buoy.core.structs.intention import Intention, evaluation_order, precedence
 from buoy.server.state.indexed import IndexedTable
 
 DEFAULT_NS = "default"
 Pair = tuple[str, str]  # (SourceName, DestinationName)
 
 
-def precedence(source: str, destination: str) -> int:
-    """Consul's precedence: exact beats ``*`` on the destination first, then on the source (9, 8, 6, 5)."""
-    top = 6 if destination == WILDCARD else 9
-    return top - (1 if source == WILDCARD else 0)
-
-
-def evaluation_order(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Consul's IntentionPrecedenceSorter: highest precedence first, then the names, for a stable order."""
-    return (-row["Precedence"], row["SourceNS"], row["SourceName"], row["DestinationNS"], row["DestinationName"])
-
-
 class IntentionTable(IndexedTable):
     def __init__(self) -> None:
-        self.rows: dict[Pair, dict[str, Any]] = {}
+        self.rows: dict[Pair, Intention] = {}
         self.by_id: dict[str, Pair] = {}
         self.by_source: dict[str, set[Pair]] = {}
         self.by_destination: dict[str, set[Pair]] = {}
@@ -42,17 +30,17 @@ class IntentionTable(IndexedTable):
 
     # ---- reads -------------------------------------------------------------------------------------
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[Intention]:
         return sorted(self.rows.values(), key=evaluation_order)
 
-    def get(self, intention_id: str) -> dict[str, Any] | None:
+    def get(self, intention_id: str) -> Intention | None:
         pair = self.by_id.get(intention_id)
         return self.rows[pair] if pair else None
 
-    def exact(self, source: str, destination: str) -> dict[str, Any] | None:
+    def exact(self, source: str, destination: str) -> Intention | None:
         return self.rows.get((source, destination))
 
-    def match(self, by: str, name: str) -> list[dict[str, Any]]:
+    def match(self, by: str, name: str) -> list[Intention]:
         """The rows that apply to ``name`` as a source or a destination, in evaluation order: its own and the
         wildcard's. Asking for ``*`` gives the wildcard rows only, as in Consul."""
         index = self.by_source if by == "source" else self.by_destination
@@ -60,6 +48,9 @@ class IntentionTable(IndexedTable):
         if name != WILDCARD:
             pairs |= index.get(name, set())
         return sorted((self.rows[p] for p in pairs), key=evaluation_order)
+
+    def has_destination(self, destination: str) -> bool:
+        return bool(self.by_destination.get(destination))
 
     def position(self, source: str, destination: str) -> int:
         """Where a row for this pair sits among its destination's rows in Consul's service-intentions entry
@@ -70,14 +61,14 @@ class IntentionTable(IndexedTable):
         return sum(1 for p in self.by_destination.get(destination, ()) if p != (source, destination)
                    and (self.rows[p]["Precedence"], -self.rows[p]["CreateIndex"]) > (mine, -here))
 
-    def require(self, intention_id: str, verb: str) -> dict[str, Any]:
+    def require(self, intention_id: str, verb: str) -> Intention:
         """The row with this ID, or Consul's refusal to ``verb`` ("modify", "delete") a missing one."""
         row = self.get(intention_id)
         if row is None:
             raise Failed(f"Cannot {verb} non-existent intention: '{intention_id}'")
         return row
 
-    def updatable(self, intention_id: str, destination: str) -> dict[str, Any]:
+    def updatable(self, intention_id: str, destination: str) -> Intention:
         """The row a legacy update by ID replaces; Consul refuses a missing one and a new destination before it
         looks at the rest of the update."""
         old = self.require(intention_id, "modify")
@@ -87,7 +78,7 @@ class IntentionTable(IndexedTable):
 
     # ---- writes ------------------------------------------------------------------------------------
 
-    def create(self, row: dict[str, Any], index: int, now: float) -> None:
+    def create(self, row: Intention, index: int, now: float) -> None:
         """A legacy create: a new ID, and a pair no row holds yet."""
         source, destination = row["SourceName"], row["DestinationName"]
         self._legacy_allowed(destination)
@@ -96,7 +87,7 @@ class IntentionTable(IndexedTable):
         self._refuse_duplicate(source, destination)
         self._put(dict(row, CreatedAt=now, UpdatedAt=now, CreateIndex=index), index)
 
-    def update(self, row: dict[str, Any], index: int, now: float) -> None:
+    def update(self, row: Intention, index: int, now: float) -> None:
         """A legacy update by ID: the destination stays, the source may change to a pair nobody holds."""
         old = self.updatable(row["ID"], row["DestinationName"])
         self._legacy_allowed(old["DestinationName"])
@@ -105,7 +96,7 @@ class IntentionTable(IndexedTable):
         self._drop(old)
         self._put(dict(row, CreatedAt=old["CreatedAt"], UpdatedAt=now, CreateIndex=old["CreateIndex"]), index)
 
-    def upsert(self, row: dict[str, Any], index: int) -> None:
+    def upsert(self, row: Intention, index: int) -> None:
         """A write by name: replaces the pair's row whatever wrote it (a legacy row loses its ID and times)."""
         old = self.rows.get((row["SourceName"], row["DestinationName"]))
         if old is not None:
@@ -141,13 +132,13 @@ class IntentionTable(IndexedTable):
             i = sum(1 for p in self.by_destination[destination] if self.rows[p]["Precedence"] >= mine)
             raise Failed(f'Sources[{i}] defines "{source}" more than once')
 
-    def _put(self, row: dict[str, Any], index: int) -> None:
+    def _put(self, row: Intention, index: int) -> None:
         row = dict(row, SourceNS=DEFAULT_NS, DestinationNS=DEFAULT_NS, SourceType=row["SourceType"] or "consul",
                    Precedence=precedence(row["SourceName"], row["DestinationName"]), ModifyIndex=index)
         self._index(row)
         self.index = index
 
-    def _index(self, row: dict[str, Any]) -> None:
+    def _index(self, row: Intention) -> None:
         pair = (row["SourceName"], row["DestinationName"])
         self.rows[pair] = row
         if row["ID"]:
@@ -155,7 +146,7 @@ class IntentionTable(IndexedTable):
         self.by_source.setdefault(pair[0], set()).add(pair)
         self.by_destination.setdefault(pair[1], set()).add(pair)
 
-    def _drop(self, row: dict[str, Any]) -> None:
+    def _drop(self, row: Intention) -> None:
         pair = (row["SourceName"], row["DestinationName"])
         del self.rows[pair]
         self.by_id.pop(row["ID"], None)
