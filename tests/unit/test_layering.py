@@ -72,8 +72,8 @@ def test_a_client_agent_never_imports_the_server(tmp_path: Path) -> None:
 
         async def main():
             cfg = Config(node_name="client-probe", data_dir=sys.argv[1], http_port=0, dns_port=-1,
-                         client_addr="127.0.0.1", bind_addr="127.0.0.1", encrypt="MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-                         retry_join=["127.0.0.1:1"])
+                         client_addr="127.0.0.1", bind_addr="127.0.0.1", retry_join=["127.0.0.1:1"],
+                         encrypt="MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
             agent = Agent(cfg)
             task = asyncio.create_task(agent.run())
             for _ in range(100):
