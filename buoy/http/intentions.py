@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from buoy.connect.intentions import decide, default_for
+from buoy.core.commands import Command, IntentionDelete, IntentionSet
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.core.spiffe import WILDCARD
@@ -308,7 +309,7 @@ def _look(request: web.Request, fn: Callable[[IntentionTable], Any]) -> Any:
         return fn(state.intentions)
 
 
-async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
+async def _propose(request: web.Request, cmd: Command) -> None:
     await server_of(request).apply(cmd)
 
 
@@ -335,7 +336,7 @@ async def create(request: web.Request) -> web.Response:
     _legacy_problems(ixn)
     # Made here, by the proposer, so that every server applies the same ID.
     ixn["ID"] = str(uuid.uuid4())
-    await _propose(request, {"op": "intention.set", "mode": "create", "intention": _row(ixn)})
+    await _propose(request, IntentionSet(mode="create", intention=_row(ixn)))
     return json_response(request, {"ID": ixn["ID"]})
 
 
@@ -405,14 +406,14 @@ async def upsert(request: web.Request) -> web.Response:
     problem = _upsert_problem(ixn, _look(request, lambda t: t.position(source, destination)))
     if problem:
         raise Failed(problem)
-    await _propose(request, {"op": "intention.set", "mode": "upsert", "intention": _row(ixn)})
+    await _propose(request, IntentionSet(mode="upsert", intention=_row(ixn)))
     return json_response(request, True)
 
 
 @routes.delete("/v1/connect/intentions/exact")
 async def delete_exact(request: web.Request) -> web.Response:
     source, destination = _pair(request, allow_empty=False)
-    await _propose(request, {"op": "intention.delete", "source": source, "destination": destination})
+    await _propose(request, IntentionDelete(source=source, destination=destination))
     return json_response(request, True)
 
 
@@ -450,7 +451,7 @@ async def update(request: web.Request) -> web.Response:
     _look(request, lambda t: t.updatable(intention_id, ixn["DestinationName"]))
     _legacy_problems(ixn)
     ixn["ID"] = intention_id  # the URL names the intention, whatever the body says
-    await _propose(request, {"op": "intention.set", "mode": "update", "intention": _row(ixn)})
+    await _propose(request, IntentionSet(mode="update", intention=_row(ixn)))
     return json_response(request, {"ID": intention_id})
 
 
@@ -458,5 +459,5 @@ async def update(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     intention_id = request.match_info["id"]
     _lookup_problem(intention_id)
-    await _propose(request, {"op": "intention.delete", "id": intention_id})
+    await _propose(request, IntentionDelete(id=intention_id))
     return json_response(request, True)
