@@ -10,6 +10,7 @@ from buoy.api.client import AgentTimeout, AgentUnreachable, Client, ClientError
 from buoy.api.internal import APPLY, NODE, http_addr
 from buoy.api.signed import signed_call
 from buoy.config import Config
+from buoy.core.commands import Command
 
 NO_SERVERS = "No known Consul servers"
 
@@ -80,5 +81,5 @@ class RemoteCatalog:
         answer = await self.pool.call(NODE, {"node": node})
         return answer["services"], answer["checks"]
 
-    async def apply(self, cmd: dict[str, Any]) -> Any:
-        return await self.pool.call(APPLY, {"cmd": cmd})
+    async def apply(self, cmd: Command) -> Any:
+        return await self.pool.call(APPLY, {"cmd": cmd.to_wire()})

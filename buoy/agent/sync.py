@@ -20,6 +20,7 @@ import structlog
 
 from buoy.api.client import ClientError
 from buoy.config import Config
+from buoy.core.commands import CatalogDeregister, CatalogRegister, Command
 from buoy.core.errors import Error
 
 log = structlog.get_logger("buoy.sync")
@@ -38,7 +39,7 @@ class Catalog(Protocol):
 
     async def node_view(self, node: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]: ...
 
-    async def apply(self, cmd: dict[str, Any]) -> Any: ...
+    async def apply(self, cmd: Command) -> Any: ...
 
 
 class AntiEntropy:
@@ -94,7 +95,7 @@ class AntiEntropy:
             self._services, self._checks = await self.catalog.node_view(node)
         base = self.cfg.identity(self.node_id).node()
         await self._apply_all([
-            ({"op": "catalog.register", "reg": dict(base, Service=svc)}, self._services, sid, svc)
+            (CatalogRegister(reg=dict(base, Service=svc)), self._services, sid, svc)
             for sid, svc in list(self.local.services.items())
             if (remote := self._services.get(sid)) is None or any(remote.get(k) != v for k, v in svc.items())])
         now = time.monotonic()
@@ -110,14 +111,14 @@ class AntiEntropy:
             self._output_pushed[cid] = now
             changed.append(dict(check, Node=node))
         if changed:
-            await self.catalog.apply({"op": "catalog.register", "reg": dict(base, Checks=changed)})
+            await self.catalog.apply(CatalogRegister(reg=dict(base, Checks=changed)))
             self._checks.update((c["CheckID"], c) for c in changed)
         await self._apply_all([
-            ({"op": "catalog.deregister", "node": node, "service_id": sid}, self._services, sid, None)
+            (CatalogDeregister(node=node, service_id=sid), self._services, sid, None)
             for sid in list(self._services)
             if sid not in self.local.services and sid not in SERVER_OWNED_SERVICES])
         await self._apply_all([
-            ({"op": "catalog.deregister", "node": node, "check_id": cid}, self._checks, cid, None)
+            (CatalogDeregister(node=node, check_id=cid), self._checks, cid, None)
             for cid, check in list(self._checks.items())
             if cid not in self.local.checks and cid not in SERVER_OWNED_CHECKS and
             (not check["ServiceID"] or check["ServiceID"] in self.local.services)])
@@ -125,12 +126,12 @@ class AntiEntropy:
         for cid in [cid for cid, c in self._checks.items() if c["ServiceID"] and c["ServiceID"] not in self._services]:
             del self._checks[cid]
 
-    async def _apply_all(self, writes: list[tuple[dict[str, Any], dict[str, Any], str, Any]]) -> None:
+    async def _apply_all(self, writes: list[tuple[Command, dict[str, Any], str, Any]]) -> None:
         """Apply independent writes concurrently (the Raft layer batches them), recording each one that
         lands in the known catalog view (``None`` = removed); raise the first failure."""
         limit = asyncio.Semaphore(SYNC_CONCURRENCY)
 
-        async def one(cmd: dict[str, Any], view: dict[str, Any], key: str, value: Any) -> None:
+        async def one(cmd: Command, view: dict[str, Any], key: str, value: Any) -> None:
             async with limit:
                 await self.catalog.apply(cmd)
             if value is None:

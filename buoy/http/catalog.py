@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from buoy.core.commands import CatalogDeregister, CatalogRegister
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid
 from buoy.core.structs import catalog
@@ -98,7 +99,7 @@ def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
 async def register(request: web.Request) -> web.Response:
     agent = agent_of(request)
     reg = parse_registration(await read_json(request), agent.cfg.datacenter)
-    return json_response(request, await server_of(request).apply({"op": "catalog.register", "reg": reg}))
+    return json_response(request, await server_of(request).apply(CatalogRegister(reg=reg)))
 
 
 @routes.put("/v1/catalog/deregister")
@@ -107,7 +108,7 @@ async def deregister(request: web.Request) -> web.Response:
     node = f.str("Node")
     if not node:
         raise Invalid("Missing node name")
-    cmd = {"op": "catalog.deregister", "node": node, "service_id": f.str("ServiceID"), "check_id": f.str("CheckID")}
+    cmd = CatalogDeregister(node=node, service_id=f.str("ServiceID"), check_id=f.str("CheckID"))
     return json_response(request, await server_of(request).apply(cmd))
 
 

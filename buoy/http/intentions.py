@@ -18,11 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from buoy.connect.intentions import decide, default_for
+from buoy.core.commands import Command, IntentionDelete, IntentionSet
 from buoy.core.decode import DecodeFailed
 from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.core.structs import intention
 from buoy.core.structs.intention import Intention, to_api
-from buoy.core.structs.intention import written as _row
 from buoy.http.blocking import blocking
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
@@ -65,7 +65,7 @@ async def _one(request: web.Request, find: Callable[[IntentionTable], Intention 
     return await blocking(request, read, topics=[TOPIC], encode=to_api)
 
 
-async def _propose(request: web.Request, cmd: dict[str, Any]) -> None:
+async def _propose(request: web.Request, cmd: Command) -> None:
     await server_of(request).apply(cmd)
 
 
@@ -91,7 +91,7 @@ async def create(request: web.Request) -> web.Response:
     intention.validate_legacy(ixn)
     # Made here, by the proposer, so that every server applies the same ID.
     ixn["ID"] = str(uuid.uuid4())
-    await _propose(request, {"op": "intention.set", "mode": "create", "intention": _row(ixn)})
+    await _propose(request, IntentionSet(mode="create", intention=intention.written(ixn)))
     return json_response(request, {"ID": ixn["ID"]})
 
 
@@ -143,14 +143,14 @@ async def upsert(request: web.Request) -> web.Response:
     position, held = server_of(request).read(
         lambda s: (s.intentions.position(source, destination), s.intentions.has_destination(destination)))
     intention.validate_upsert(ixn, position, held)
-    await _propose(request, {"op": "intention.set", "mode": "upsert", "intention": _row(ixn)})
+    await _propose(request, IntentionSet(mode="upsert", intention=intention.written(ixn)))
     return json_response(request, True)
 
 
 @routes.delete("/v1/connect/intentions/exact")
 async def delete_exact(request: web.Request) -> web.Response:
     source, destination = _pair(request, allow_empty=False)
-    await _propose(request, {"op": "intention.delete", "source": source, "destination": destination})
+    await _propose(request, IntentionDelete(source=source, destination=destination))
     return json_response(request, True)
 
 
@@ -181,7 +181,7 @@ async def update(request: web.Request) -> web.Response:
     server_of(request).read(lambda s: s.intentions.updatable(intention_id, ixn["DestinationName"]))
     intention.validate_legacy(ixn)
     ixn["ID"] = intention_id  # the URL names the intention, whatever the body says
-    await _propose(request, {"op": "intention.set", "mode": "update", "intention": _row(ixn)})
+    await _propose(request, IntentionSet(mode="update", intention=intention.written(ixn)))
     return json_response(request, {"ID": intention_id})
 
 
@@ -189,5 +189,5 @@ async def update(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     intention_id = request.match_info["id"]
     _lookup_problem(intention_id)
-    await _propose(request, {"op": "intention.delete", "id": intention_id})
+    await _propose(request, IntentionDelete(id=intention_id))
     return json_response(request, True)

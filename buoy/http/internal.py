@@ -12,15 +12,16 @@ from aiohttp import web
 
 from buoy.api.internal import APPLY, CA_SIGN, HEARTBEAT, JOIN, LEAVE, NODE, PEER
 from buoy.api.signed import signed_headers, verify_headers
+from buoy.core.commands import CatalogDeregister, CatalogRegister, from_wire
 from buoy.core.decode import DecodeFailed
-from buoy.core.errors import Forbidden, Invalid
+from buoy.core.errors import Failed, Forbidden, Invalid
 from buoy.http.context import server_of
 from buoy.http.decode import read_body
 
 routes = web.RouteTableDef()
 MAX_BODY = 1 << 20
 # What a client agent's anti-entropy may write: its node's services and checks, nothing else.
-CATALOG_OPS = ("catalog.register", "catalog.deregister")
+CATALOG_COMMANDS = (CatalogRegister, CatalogDeregister)
 
 
 async def _verified(request: web.Request) -> dict[str, Any]:
@@ -75,7 +76,13 @@ async def node_view(request: web.Request) -> web.Response:
 
 @routes.post(APPLY)
 async def apply(request: web.Request) -> web.Response:
-    cmd = (await _verified(request)).get("cmd")
-    if not isinstance(cmd, dict) or cmd.get("op") not in CATALOG_OPS:
+    wire = (await _verified(request)).get("cmd")
+    try:
+        cmd = from_wire(wire) if isinstance(wire, dict) else None
+    except Failed:
+        cmd = None
+    except KeyError:
+        raise Invalid(f"{request.path}: malformed request") from None
+    if not isinstance(cmd, CATALOG_COMMANDS):
         raise Invalid("only catalog registrations can be applied through this call")
     return _answer(request, await server_of(request).apply(cmd))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from buoy.core.commands import KVDelete, KVDeleteTree, KVSet
 from buoy.core.errors import Invalid
 from buoy.core.structs import kv
 from buoy.http.blocking import blocking
@@ -117,21 +118,21 @@ async def kv_put(request: web.Request) -> web.Response:
     if not key:
         raise Invalid("Missing key name")
     agent = agent_of(request)
-    cmd: dict[str, Any] = {"op": "kv.set", "key": key, "flags": 0}
+    flags, cas, sessions = 0, None, {}
     if request.query_string:
         q = request.query
         if sum(n in q for n in ("cas", "acquire", "release")) > 1:
             raise Invalid(f"Conflicting flags: {request.query_string}")
-        cmd["flags"] = _uint(request, "flags") or 0
+        flags = _uint(request, "flags") or 0
         cas = _uint(request, "cas")
-        if cas is not None:
-            cmd["cas"] = cas
         for name in ("acquire", "release"):
             if name in q:
                 if not q[name]:
                     raise Invalid(f"Missing session for ?{name}")
-                cmd[name] = q[name]
-    cmd["value"] = await read_body(request, agent.cfg.kv_max_value_size)
+                sessions[name] = q[name]
+    value = await read_body(request, agent.cfg.kv_max_value_size)
+    cmd = KVSet(key=key, value=value, flags=flags, cas=cas, acquire=sessions.get("acquire"),
+                release=sessions.get("release"))
     result = await server_of(request).apply(cmd)
     return json_response(request, result)
 
@@ -144,11 +145,8 @@ async def kv_delete(request: web.Request) -> web.Response:
     if "recurse" in q:
         if cas is not None:
             raise Invalid(f"Conflicting flags: {request.query_string}")
-        result = await server_of(request).apply({"op": "kv.delete_tree", "prefix": key})
+        result = await server_of(request).apply(KVDeleteTree(prefix=key))
         return json_response(request, result)
     if not key:
         raise Invalid("Missing key name")
-    cmd: dict[str, Any] = {"op": "kv.delete", "key": key}
-    if cas is not None:
-        cmd["cas"] = cas
-    return json_response(request, await server_of(request).apply(cmd))
+    return json_response(request, await server_of(request).apply(KVDelete(key=key, cas=cas)))

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.commands import QueryDelete, QuerySet
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.core.structs import catalog
@@ -120,7 +121,7 @@ async def _propose(request: web.Request, query: dict[str, Any], update: bool) ->
             compile_template(query)
         except QueryError as e:
             raise Failed(f"raft apply failed: failed compiling template: {e}") from None
-    await server_of(request).apply({"op": "query.set", "query": query, "update": update})
+    await server_of(request).apply(QuerySet(query=query, update=update))
 
 
 @routes.post("/v1/query")
@@ -161,7 +162,7 @@ async def update(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/query/{id}")
 async def delete(request: web.Request) -> web.Response:
-    await server_of(request).apply({"op": "query.delete", "id": request.match_info["id"]})
+    await server_of(request).apply(QueryDelete(id=request.match_info["id"]))
     return web.Response()
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from buoy.core.commands import SessionCreate, SessionDestroy, SessionRenew
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid, NotFound
 from buoy.core.structs import session
@@ -79,7 +80,7 @@ def _session_row(request: web.Request, body: Any) -> dict[str, Any]:
 @routes.put("/v1/session/create")
 async def create(request: web.Request) -> web.Response:
     row = _session_row(request, await read_json(request))
-    result = await server_of(request).apply({"op": "session.create", "session": row})
+    result = await server_of(request).apply(SessionCreate(session=row))
     return json_response(request, result)
 
 
@@ -93,13 +94,13 @@ def _session_id(request: web.Request) -> str:
 @routes.put("/v1/session/destroy/{id:.*}")
 async def destroy(request: web.Request) -> web.Response:
     sid = _session_id(request)
-    return json_response(request, await server_of(request).apply({"op": "session.destroy", "id": sid}))
+    return json_response(request, await server_of(request).apply(SessionDestroy(id=sid)))
 
 
 @routes.put("/v1/session/renew/{id:.*}")
 async def renew(request: web.Request) -> web.Response:
     sid = _session_id(request)
-    row = await server_of(request).apply({"op": "session.renew", "id": sid})
+    row = await server_of(request).apply(SessionRenew(id=sid))
     if row is None:
         raise NotFound(f"Session id '{sid}' not found")
     return json_response(request, [session.to_api(row)])

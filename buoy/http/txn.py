@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from buoy.core.commands import Txn
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid, TooLarge
 from buoy.core.structs import kv
@@ -59,7 +60,7 @@ async def txn(request: web.Request) -> web.Response:
         if f.obj("KV") is None:
             raise Invalid(f"Operations[{i}]: only KV operations are supported")
         ops.append(_kv_op(i, f.obj("KV")))
-    result = await server_of(request).apply({"op": "txn", "ops": ops})
+    result = await server_of(request).apply(Txn(ops=ops))
     if "errors" in result:
         return json_response(request, {"Results": None, "Errors": result["errors"]}, status=409)
     results = [{"KV": kv.to_api(r["KV"])} for r in result["results"]]

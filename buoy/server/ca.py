@@ -43,6 +43,7 @@ from buoy.connect.ca import (
     root_row,
     sign_leaf,
 )
+from buoy.core.commands import CAConfigure, CAInit, CAPrune
 from buoy.core.errors import Failed, Invalid, RateLimited
 from buoy.core.structs.ca import PROVIDER, parse_config, rotates, seconds
 
@@ -135,8 +136,8 @@ class CAManager:
             else:
                 key, cert = await loop.run_in_executor(None, new_root, config, cluster_id)
             doc = {"Provider": PROVIDER, "Config": config, "ForceWithoutCrossSigning": False}
-            await self.server.apply({"op": "ca.init", "cluster_id": cluster_id, "config": doc,
-                                     "root": root_row(cert, cluster_id, []), "key": key_pem(key)})
+            await self.server.apply(CAInit(cluster_id=cluster_id, config=doc, root=root_row(cert, cluster_id, []),
+                                           key=key_pem(key)))
             log.info("mesh CA initialized", trust_domain=f"{cluster_id}.consul")
 
     async def _prune(self) -> None:
@@ -150,7 +151,7 @@ class CAManager:
             gone = [r["ID"] for r in store.ca.roots if not r["Active"] and r["RotatedOutAt"] + keep < now]
         if gone:
             log.info("pruning rotated-out CA roots", roots=gone)
-            await self.server.duties.apply({"op": "ca.prune", "ids": gone})
+            await self.server.duties.apply(CAPrune(ids=gone))
 
     async def configure(self, provider: str, raw: dict[str, Any], force: bool, state: Any) -> None:
         """PUT /v1/connect/ca/configuration, on whichever server got it: the new configuration, and a new
@@ -172,7 +173,6 @@ class CAManager:
                 current, active = dict(current), dict(active)
                 cluster_id, old_key = store.ca.cluster_id, store.ca.signing_key
             old_root = x509.load_pem_x509_certificate(active["RootCert"].encode())
-            cmd: dict[str, Any] = {"op": "ca.configure", "expect": current["ModifyIndex"], "config": doc}
             loop = asyncio.get_running_loop()
             if private_key:
                 key, cert = await loop.run_in_executor(None, brought_root, private_key, root_cert, config, cluster_id)
@@ -184,14 +184,15 @@ class CAManager:
                 rotate = rotates(current["Config"], config)
                 if rotate:
                     key, cert = await loop.run_in_executor(None, new_root, config, cluster_id)
-            if not rotate and current["Config"] == config:
+            expect = current["ModifyIndex"]
+            if not rotate:
+                if current["Config"] != config:
+                    await self.server.apply(CAConfigure(expect=expect, config=doc))
                 return
-            if rotate:
-                cross = [] if force else [cert_pem(cross_sign(cert, old_root, load_key(old_key)))]
-                cmd.update(root=root_row(cert, cluster_id, cross), key=key_pem(key))
-            await self.server.apply(cmd)
-            if rotate:
-                log.info("CA root rotated", old=active["ID"], new=cmd["root"]["ID"], cross_signed=not force)
+            cross = [] if force else [cert_pem(cross_sign(cert, old_root, load_key(old_key)))]
+            root = root_row(cert, cluster_id, cross)
+            await self.server.apply(CAConfigure(expect=expect, config=doc, root=root, key=key_pem(key)))
+            log.info("CA root rotated", old=active["ID"], new=root["ID"], cross_signed=not force)
 
     async def sign(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Sign an agent's leaf CSR (leader only): Consul's checks, the rate limit, then the certificate

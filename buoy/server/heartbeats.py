@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from buoy.core.commands import MemberAlive, MemberFailed, MemberReap
 from buoy.core.structs.member import ALIVE, BEATS_PER_TTL, SERF_CHECK
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Heartbeats:
             current = store.members.is_current(member) and serf is not None and serf["Status"] == "passing"
         if not current:
             log.info("node alive", node=member["Name"], addr=member["Addr"], role=member["Role"])
-            await self.server.apply({"op": "member.alive", "member": member, "reg": reg})
+            await self.server.apply(MemberAlive(member=member, reg=reg))
         alive = self.alive()
         ttl = self.ttl(alive)
         self.deadlines[member["Name"]] = time.monotonic() + ttl
@@ -77,11 +78,11 @@ class Heartbeats:
         for node in [n for n, t in self.deadlines.items() if t <= now]:
             del self.deadlines[node]
             log.warning("node failed: no heartbeat", node=node)
-            await self.server.duties.apply({"op": "member.failed", "node": node})
+            await self.server.duties.apply(MemberFailed(node=node))
         before = time.time() - self.server.cfg.reconnect_timeout
         with self.server.store.lock:
             gone = [n for n, r in self.server.store.members.rows.items()
                     if r["Status"] != ALIVE and r["Since"] < before]
         for node in gone:
             log.info("reaping node", node=node)
-            await self.server.duties.apply({"op": "member.reap", "node": node})
+            await self.server.duties.apply(MemberReap(node=node))

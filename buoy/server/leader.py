@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from buoy.core.commands import Command, KVReap, SessionDestroy
 from buoy.durations import parse_duration
 from buoy.server.ca import CAManager
 from buoy.server.heartbeats import Heartbeats
@@ -83,19 +84,19 @@ class LeaderDuties:
             for sid in [s for s, t in self.deadlines.items() if t <= now]:
                 self.deadlines.pop(sid, None)
                 log.info("session expired", session=sid)
-                await self.apply({"op": "session.destroy", "id": sid})
+                await self.apply(SessionDestroy(id=sid))
             if now >= next_reap:
                 next_reap = now + REAP_EVERY
                 before = time.time() - TOMBSTONE_TTL
                 with self.server.store.lock:
                     stale = any(t < before for _i, t in self.server.store.kv.tombstones.values())
                 if stale:
-                    await self.apply({"op": "kv.reap", "before": before})
+                    await self.apply(KVReap(before=before))
             await self.heartbeats.tick()
             await asyncio.sleep(TICK)
 
-    async def apply(self, cmd: dict) -> None:
+    async def apply(self, cmd: Command) -> None:
         try:
             await self.server.apply(cmd)
         except Exception as e:  # leadership may move mid-way; the next leader redoes the work
-            log.warning("leader duty failed", op=cmd["op"], error=str(e))
+            log.warning("leader duty failed", op=cmd.op, error=str(e))

@@ -15,7 +15,9 @@ from buoy.api.client import APIError, Client, ClientError
 from buoy.api.internal import CA_SIGN, HEARTBEAT, JOIN, LEAVE
 from buoy.api.signed import signed_call
 from buoy.config import Config
+from buoy.core.commands import CatalogRegister, Command, MemberAlive, MemberLeft, ServerRegister
 from buoy.core.errors import NO_LEADER, Error, NotFound, Unavailable
+from buoy.server.fsm import FSM
 from buoy.server.leader import LeaderDuties
 from buoy.server.membership import Membership
 from buoy.server.raft import RaftNode
@@ -57,7 +59,7 @@ class Server:
     def _start_raft(self, partners: list[str]) -> None:
         data_dir = None if self.cfg.dev else f"{self.cfg.data_dir}/raft"
         self.raft = RaftNode(
-            self.store, self.cfg.raft_addr, partners, data_dir=data_dir,
+            FSM(self.store), self.cfg.raft_addr, partners, data_dir=data_dir,
             password=base64.b64encode(self.key).decode(),
             on_leader_change=self._leader_changed,
         )
@@ -80,11 +82,10 @@ class Server:
             "ID": "consul", "Service": "consul", "Tags": [], "Address": "", "TaggedAddresses": {}, "Meta": {},
             "Port": cfg.server_port, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
             "Kind": ""})
-        cmds: list[dict[str, Any]] = [
-            {"op": "server.register", "raft": cfg.raft_addr, "node": cfg.node_name, "id": self.node_id,
-             "http": cfg.http_addr},
-            {"op": "member.alive", "member": me.member(), "reg": me.node()},
-            {"op": "catalog.register", "reg": reg},
+        cmds: list[Command] = [
+            ServerRegister(raft=cfg.raft_addr, node=cfg.node_name, id=self.node_id, http=cfg.http_addr),
+            MemberAlive(member=me.member(), reg=me.node()),
+            CatalogRegister(reg=reg),
         ]
         for cmd in cmds:
             while True:
@@ -159,12 +160,14 @@ class Server:
         with self.store.lock:
             return (dict(self.store.catalog.services.get(node, {})), dict(self.store.catalog.checks.get(node, {})))
 
-    async def apply(self, cmd: dict[str, Any]) -> Any:
-        """Replicate one command; a refusal from the state machine becomes its HTTP error."""
+    async def apply(self, cmd: Command) -> Any:
+        """Replicate one command; a refusal from the state machine is raised here, in the proposer."""
         if self.raft is None:
             raise Unavailable(NO_LEADER)
-        cmd["ts"] = time.time()
-        result = await self.raft.apply(cmd)
+        wire = cmd.to_wire()
+        if not wire["ts"]:
+            wire["ts"] = time.time()
+        result = await self.raft.apply(wire)
         if isinstance(result, Error):
             raise result
         return result
@@ -215,7 +218,7 @@ class Server:
             return dict(answer, servers=self.server_http_addrs(), leader=self.leader_http_addr())
         if path == LEAVE:
             self.duties.heartbeats.forget(payload["node"])
-            await self.apply({"op": "member.left", "node": payload["node"], "prune": bool(payload.get("prune"))})
+            await self.apply(MemberLeft(node=payload["node"], prune=bool(payload.get("prune"))))
             # The server table is the Raft thread's to write: read it under the lock, like every other read.
             leaving = self.read(lambda s: next((a for a, i in s.servers.items() if i["Node"] == payload["node"]), None))
             if leaving is not None and leaving != self.cfg.raft_addr and leaving in self.members():

@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from buoy.core.errors import Failed
+from buoy.server.fsm import FSM
 from buoy.server.state import StateStore
 from buoy.server.state.queries import QueryError, compile_template, render
 
@@ -34,7 +35,7 @@ def query(qid: str, name: str, service: str = "web", *, template: str = "", rege
 
 
 def put(s: StateStore, q: dict[str, Any], update: bool = False) -> Any:
-    [result] = s.apply_batch([cmd("query.set", query=q, update=update)])
+    [result] = FSM(s).apply_batch([cmd("query.set", query=q, update=update)])
     return result
 
 
@@ -52,7 +53,7 @@ def test_create_update_delete_move_the_table_index() -> None:
     assert put(s, query(ID_A, "web-q", "api"), update=True) is True
     row = s.queries.get(ID_A)
     assert row is not None and (row["CreateIndex"], row["ModifyIndex"], row["Service"]["Service"]) == (1, 2, "api")
-    assert s.apply_batch([cmd("query.delete", id=ID_A)]) == [True]
+    assert FSM(s).apply_batch([cmd("query.delete", id=ID_A)]) == [True]
     assert s.queries.get(ID_A) is None and s.queries.index == 3 and s.queries.resolve("web-q") is None
 
 
@@ -72,7 +73,7 @@ def test_refusals_change_nothing() -> None:
     for q, update, message in refusals:
         refused = put(s, q, update)
         assert isinstance(refused, Failed) and refused.message == message
-    [refused] = s.apply_batch([cmd("query.delete", id=ID_C)])
+    [refused] = FSM(s).apply_batch([cmd("query.delete", id=ID_C)])
     assert isinstance(refused, Failed) and refused.message == f"Cannot modify non-existent prepared query: '{ID_C}'"
     after = s.dump()
     after["index"] = before["index"]  # refused commands still take a log index, as in Consul
@@ -133,11 +134,11 @@ def test_destroying_a_session_deletes_its_queries() -> None:
            "SkipNodeUpdate": False, "Service": None, "Checks": []}
     session = {"ID": "s1", "Name": "", "Node": "n1", "LockDelay": 0, "Behavior": "release", "TTL": "",
                "NodeChecks": [], "ServiceChecks": None}
-    s.apply_batch([cmd("catalog.register", reg=reg), cmd("session.create", session=session)])
+    FSM(s).apply_batch([cmd("catalog.register", reg=reg), cmd("session.create", session=session)])
     put(s, query(ID_A, "", session="s1"))
     put(s, query(ID_B, "kept"))
     touched.clear()
-    s.apply_batch([cmd("session.destroy", id="s1")])
+    FSM(s).apply_batch([cmd("session.destroy", id="s1")])
     assert s.queries.get(ID_A) is None and s.queries.get(ID_B) is not None
     assert ("queries",) in touched[0] and s.queries.by_session == {}
 
@@ -164,8 +165,8 @@ def test_two_stores_fed_the_same_log_are_identical() -> None:
            cmd("query.set", query=query(ID_A, "b"), update=True),
            cmd("query.delete", id=ID_B)]
     a, b = StateStore(), StateStore()
-    a.apply_batch(copy.deepcopy(log))
+    FSM(a).apply_batch(copy.deepcopy(log))
     for c in copy.deepcopy(log):
-        b.apply_batch([c])
+        FSM(b).apply_batch([c])
     assert a.dump() == b.dump()
     assert [q["Name"] for q in a.queries.all()] == ["b"]

@@ -31,31 +31,33 @@ class CATable:
     def active(self) -> dict[str, Any] | None:
         return next((r for r in self.roots if r["Active"]), None)
 
-    def initialize(self, cmd: dict[str, Any], index: int) -> bool:
+    def initialize(self, cluster_id: str, config: dict[str, Any], root: dict[str, Any], key: str,
+                   index: int) -> bool:
         """The first root. A second leader racing the first finds it already there and changes nothing."""
         if self.active() is not None:
             return False
-        self.cluster_id = self.cluster_id or cmd["cluster_id"]
-        self.config = dict(cmd["config"], CreateIndex=index, ModifyIndex=index)
-        self.roots = [*self.roots, dict(cmd["root"], CreateIndex=index, ModifyIndex=index)]
-        self.signing_key = cmd["key"]
+        self.cluster_id = self.cluster_id or cluster_id
+        self.config = dict(config, CreateIndex=index, ModifyIndex=index)
+        self.roots = [*self.roots, dict(root, CreateIndex=index, ModifyIndex=index)]
+        self.signing_key = key
         self.index = index
         return True
 
-    def configure(self, cmd: dict[str, Any], index: int) -> bool:
+    def configure(self, expect: int, config: dict[str, Any], root: dict[str, Any] | None, key: str | None,
+                  index: int, now: float) -> bool:
         """A new configuration and, when it changes the root, the new active root and its key.
 
         ``expect`` is the configuration's ModifyIndex the proposer read: a change made in between
         (another server's PUT) refuses this one rather than overwrite it.
         """
-        if self.config is None or self.config["ModifyIndex"] != cmd["expect"]:
+        if self.config is None or self.config["ModifyIndex"] != expect:
             raise Failed(RACED)
-        self.config = dict(cmd["config"], CreateIndex=self.config["CreateIndex"], ModifyIndex=index)
-        if cmd.get("root"):
+        self.config = dict(config, CreateIndex=self.config["CreateIndex"], ModifyIndex=index)
+        if root:
             # New rows and a new list, never a change in place: readers encode what they picked after the lock.
-            self.roots = [dict(row, Active=False, RotatedOutAt=cmd["ts"], ModifyIndex=index) if row["Active"] else row
-                          for row in self.roots] + [dict(cmd["root"], CreateIndex=index, ModifyIndex=index)]
-            self.signing_key = cmd["key"]
+            self.roots = [dict(row, Active=False, RotatedOutAt=now, ModifyIndex=index) if row["Active"] else row
+                          for row in self.roots] + [dict(root, CreateIndex=index, ModifyIndex=index)]
+            self.signing_key = key or ""
             self.index = index
         return True
 

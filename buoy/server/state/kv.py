@@ -7,12 +7,12 @@ Entries are stored in Consul's ``KVPair`` shape with ``Value`` as bytes; the HTT
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableSet
 from typing import Any
 
 from sortedcontainers import SortedDict
 
-from buoy.core.errors import Failed
+from buoy.core.errors import Error, Failed, Invalid
 from buoy.server.state.undo import UndoLog
 
 
@@ -63,7 +63,7 @@ class KVTable:
         entry = self.entries.get(key)
         return entry["ModifyIndex"] if entry else self.index
 
-    # ---- writes (called only from StateStore.apply; each returns the keys it touched) ----------------
+    # ---- writes (called only from buoy.server.fsm; each returns the keys it touched) ----------------
 
     def _put(self, key: str, entry: dict[str, Any] | None, index: int, undo: UndoLog) -> None:
         old = self.entries.get(key)
@@ -190,6 +190,74 @@ class KVTable:
                 entry["ModifyIndex"] = index
                 self._put(key, entry, index, undo)
         return keys
+
+    def txn_op(self, op: dict[str, Any], index: int, undo: UndoLog, touched: MutableSet[tuple[str, ...]], *,
+               now: float, session_exists: Callable[[str], bool]) -> list[dict[str, Any]]:
+        """One KV operation of a transaction (Consul's kvsTxn): its result entries, or Invalid in the API's
+        words; the caller rolls the whole transaction back on the first refusal."""
+        verb, key = op["Verb"], op.get("Key", "")
+        entry = self.get(key)
+
+        def bare(e: dict[str, Any] | None) -> list[dict[str, Any]]:
+            return [dict(e, Value=None)] if e else []
+
+        if verb in ("set", "cas", "lock", "unlock"):
+            kwargs: dict[str, Any] = {}
+            if verb == "cas":
+                kwargs["cas"] = op.get("Index", 0)
+            elif verb == "lock":
+                kwargs["acquire"] = op.get("Session", "")
+            elif verb == "unlock":
+                kwargs["release"] = op.get("Session", "")
+            try:
+                ok = self.set(key, op.get("Value", b""), op.get("Flags", 0), index, undo,
+                              session_exists=session_exists, now=now, **kwargs)
+            except Error as e:
+                raise Invalid(f'failed to {verb} key "{key}": {e.message}') from None
+            if not ok:
+                raise Invalid({
+                    "cas": f'failed to set key "{key}", index is stale',
+                    "lock": f'failed to lock key "{key}", lock is already held',
+                    "unlock": f'failed to unlock key "{key}", lock isn\'t held, or is held by another session',
+                }.get(verb, f'failed to set key "{key}"'))
+            touched.add(("kv", key))
+            return bare(self.get(key))
+        if verb == "get":
+            if entry is None:
+                raise Invalid(f'key "{key}" doesn\'t exist')
+            return [entry]
+        if verb == "get-or-empty":
+            return [entry] if entry else []
+        if verb == "get-tree":
+            return list(self.scan(key))
+        if verb == "check-index":
+            if entry is None or entry["ModifyIndex"] != op.get("Index", 0):
+                have = entry["ModifyIndex"] if entry else 0
+                raise Invalid(f'current modify index {have} != {op.get("Index", 0)}')
+            return bare(entry)
+        if verb == "check-session":
+            held = entry.get("Session", "") if entry else ""
+            if entry is None or held != op.get("Session", ""):
+                raise Invalid(f'current session "{held}" != "{op.get("Session", "")}"')
+            return bare(entry)
+        if verb == "check-not-exists":
+            if entry is not None:
+                raise Invalid(f'key "{key}" exists')
+            return []
+        if verb == "delete":
+            self.delete(key, index, undo, now=now)
+            touched.add(("kv", key))
+            return []
+        if verb == "delete-tree":
+            for k in self.delete_tree(key, index, undo, now=now):
+                touched.add(("kv", k))
+            return []
+        if verb == "delete-cas":
+            if not self.delete(key, index, undo, now=now, cas=op.get("Index", 0)):
+                raise Invalid(f'failed to delete key "{key}", index is stale')
+            touched.add(("kv", key))
+            return []
+        raise Invalid(f"unknown KV verb {verb!r}")
 
     def _restore_delay(self, key: str, previous: float | None) -> None:
         if previous is None:
