@@ -162,11 +162,11 @@ class FSM:
         for check in reg.get("Checks") or ():
             if check.get("ServiceID") and check["ServiceID"] not in services:
                 raise Failed(f"Unknown service ID {check['ServiceID']!r} for check {check['CheckID']!r}")
-        catalog.ensure_node(reg, index, undo, self._touched, skip_update=reg.get("SkipNodeUpdate", False))
+        catalog.ensure_node(reg, index, self._touched, skip_update=reg.get("SkipNodeUpdate", False))
         if reg.get("Service"):
-            catalog.ensure_service(node, reg["Service"], index, undo, self._touched)
+            catalog.ensure_service(node, reg["Service"], index, self._touched)
         for check in reg.get("Checks") or ():
-            old, row = catalog.ensure_check(dict(check, Node=node), index, undo, self._touched)
+            old, row = catalog.ensure_check(dict(check, Node=node), index, self._touched)
             if row["Status"] == "critical" and (old is None or old["Status"] != "critical"):
                 for sid in self.store.sessions.bound_to_check(node, row["CheckID"], row["ServiceID"]):
                     self._destroy_session(sid, index, undo, now)
@@ -174,11 +174,11 @@ class FSM:
     def _catalog_deregister(self, c: CatalogDeregister, index: int, undo: UndoLog) -> bool:
         catalog, sessions, node = self.store.catalog, self.store.sessions, c.node
         if c.service_id:
-            for check_id in catalog.delete_service(node, c.service_id, index, undo, self._touched):
+            for check_id in catalog.delete_service(node, c.service_id, index, self._touched):
                 for sid in sessions.bound_to_check(node, check_id, c.service_id):
                     self._destroy_session(sid, index, undo, c.ts)
         elif c.check_id:
-            catalog.delete_check(node, c.check_id, index, undo, self._touched)
+            catalog.delete_check(node, c.check_id, index, self._touched)
             for sid in sessions.bound_to_check(node, c.check_id, ""):
                 self._destroy_session(sid, index, undo, c.ts)
         else:
@@ -186,7 +186,7 @@ class FSM:
         return True
 
     def _deregister_node(self, node: str, index: int, undo: UndoLog, now: float) -> None:
-        self.store.catalog.delete_node(node, index, undo, self._touched)
+        self.store.catalog.delete_node(node, index, self._touched)
         for row in self.store.sessions.on_node(node):
             self._destroy_session(row["ID"], index, undo, now)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from buoy.core.errors import Failed, Invalid
-from buoy.server.state.undo import UndoLog
 
 HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
 
@@ -92,34 +91,6 @@ class CatalogTable:
 
     # ---- writes ------------------------------------------------------------------------------------
 
-    def _snapshot_undo(self, undo: UndoLog, node: str) -> None:
-        """Remember everything about one node so a failed transaction can put it back."""
-        if not undo.enabled:
-            return
-        saved = (
-            self.nodes.get(node),
-            dict(self.services.get(node, {})),
-            dict(self.checks.get(node, {})),
-            {k: set(v) for k, v in self.by_name.items()},
-            {k: set(v) for k, v in self.by_connect.items()},
-            dict(self.service_index),
-            dict(self.node_index),
-            dict(self.index),
-        )
-
-        def restore() -> None:
-            n, svcs, chks, by_name, by_connect, sidx, nidx, idx = saved
-            if n is None:
-                self.nodes.pop(node, None)
-            else:
-                self.nodes[node] = n
-            self.services[node] = svcs
-            self.checks[node] = chks
-            self.by_name, self.by_connect = by_name, by_connect
-            self.service_index, self.node_index, self.index = sidx, nidx, idx
-
-        undo.append(restore)
-
     def _touch_service(self, svc: dict[str, Any], index: int, touched: set[tuple[str, ...]]) -> None:
         """A change to an instance wakes the watchers of its name and, for a proxy, of the service it fronts
         (whose /v1/health/connect and /v1/catalog/connect answers list it)."""
@@ -147,10 +118,9 @@ class CatalogTable:
         for svc in self.services.get(node, {}).values():
             self._touch_service(svc, index, touched)
 
-    def ensure_node(self, node: dict[str, Any], index: int, undo: UndoLog, touched: set[tuple[str, ...]],
+    def ensure_node(self, node: dict[str, Any], index: int, touched: set[tuple[str, ...]],
                     skip_update: bool = False) -> None:
         name = node["Node"]
-        self._snapshot_undo(undo, name)
         old = self.nodes.get(name)
         if old is not None and skip_update:
             return
@@ -175,11 +145,10 @@ class CatalogTable:
         touched.add(("nodes",))
         self._touch_node(name, index, touched)
 
-    def ensure_service(self, node: str, svc: dict[str, Any], index: int, undo: UndoLog,
+    def ensure_service(self, node: str, svc: dict[str, Any], index: int,
                        touched: set[tuple[str, ...]]) -> None:
         if node not in self.nodes:
             raise Failed(f"Node {node!r} is not registered")
-        self._snapshot_undo(undo, node)
         sid = svc["ID"]
         old = self.services[node].get(sid)
         row = dict(svc)
@@ -197,7 +166,7 @@ class CatalogTable:
         self.index["services"] = index
         touched.update({("services",), ("node", node)})
 
-    def ensure_check(self, check: dict[str, Any], index: int, undo: UndoLog,
+    def ensure_check(self, check: dict[str, Any], index: int,
                      touched: set[tuple[str, ...]]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         node = check["Node"]
         if node not in self.nodes:
@@ -210,7 +179,6 @@ class CatalogTable:
             svc = self.services[node].get(sid)
             if svc is None:
                 raise Failed(f"Unknown service ID {sid!r} for check {check['CheckID']!r}")
-        self._snapshot_undo(undo, node)
         old = self.checks[node].get(check["CheckID"])
         row = dict(check)
         row["ServiceID"] = sid
@@ -231,12 +199,11 @@ class CatalogTable:
             self._touch_node(node, index, touched)
         return old, row
 
-    def delete_check(self, node: str, check_id: str, index: int, undo: UndoLog,
+    def delete_check(self, node: str, check_id: str, index: int,
                      touched: set[tuple[str, ...]]) -> None:
         old = self.checks.get(node, {}).get(check_id)
         if old is None:
             return
-        self._snapshot_undo(undo, node)
         del self.checks[node][check_id]
         self.index["checks"] = index
         touched.add(("checks",))
@@ -248,13 +215,12 @@ class CatalogTable:
         else:
             self._touch_node(node, index, touched)
 
-    def delete_service(self, node: str, service_id: str, index: int, undo: UndoLog,
+    def delete_service(self, node: str, service_id: str, index: int,
                        touched: set[tuple[str, ...]]) -> list[str]:
         """Remove a service and its checks; returns the ids of the checks removed."""
         svc = self.services.get(node, {}).get(service_id)
         if svc is None:
             return []
-        self._snapshot_undo(undo, node)
         gone = [cid for cid, c in self.checks[node].items() if c["ServiceID"] == service_id]
         for cid in gone:
             del self.checks[node][cid]
@@ -269,14 +235,13 @@ class CatalogTable:
         touched.update({("services",), ("node", node)})
         return gone
 
-    def delete_node(self, node: str, index: int, undo: UndoLog, touched: set[tuple[str, ...]]) -> list[str]:
+    def delete_node(self, node: str, index: int, touched: set[tuple[str, ...]]) -> list[str]:
         """Remove a node with all its services and checks; returns the ids of the checks removed."""
         if node not in self.nodes:
             return []
-        self._snapshot_undo(undo, node)
         gone = list(self.checks.get(node, {}))
         for sid in list(self.services.get(node, {})):
-            self.delete_service(node, sid, index, undo, touched)
+            self.delete_service(node, sid, index, touched)
         self.checks.pop(node, None)
         self.services.pop(node, None)
         del self.nodes[node]
