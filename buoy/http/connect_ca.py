@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid
+from buoy.core.structs import ca
 from buoy.http.blocking import blocking
 from buoy.http.context import server_of
 from buoy.http.decode import read_json
@@ -22,26 +22,12 @@ if TYPE_CHECKING:
 
 routes = web.RouteTableDef()
 
-ROOT_FIELDS = ("ID", "Name", "SerialNumber", "SigningKeyID", "ExternalTrustDomain", "NotBefore", "NotAfter",
-               "RootCert", "IntermediateCerts", "Active", "PrivateKeyType", "PrivateKeyBits", "CreateIndex",
-               "ModifyIndex")
 # Go's strconv.ParseBool, which Consul uses for ?pem.
 _TRUE, _FALSE = {"1", "t", "T", "TRUE", "true", "True"}, {"0", "f", "F", "FALSE", "false", "False", ""}
 
 
 def _roots(s: StateStore) -> tuple[int, tuple[str, list[dict[str, Any]]]]:
     return s.ca.index, (s.ca.trust_domain, s.ca.roots)
-
-
-def roots_json(view: tuple[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    trust_domain, roots = view
-    active = next((r for r in roots if r["Active"]), None)
-    return {
-        "ActiveRootID": active["ID"] if active else "",
-        "TrustDomain": trust_domain,
-        "Roots": [dict({f: r[f] for f in ROOT_FIELDS}, IntermediateCerts=r["IntermediateCerts"] or None)
-                  for r in roots],
-    }
 
 
 def _pem_bundle(view: tuple[str, list[dict[str, Any]]]) -> Raw:
@@ -55,7 +41,7 @@ async def roots(request: web.Request) -> web.Response:
     flag = request.query.get("pem", "")
     if flag not in _TRUE | _FALSE:
         raise Invalid("The 'pem' query parameter must be a boolean value")
-    return await blocking(request, _roots, topics=[("ca",)], encode=_pem_bundle if flag in _TRUE else roots_json)
+    return await blocking(request, _roots, topics=[("ca",)], encode=_pem_bundle if flag in _TRUE else ca.roots_to_api)
 
 
 @routes.get("/v1/connect/ca/configuration")
@@ -64,21 +50,13 @@ async def get_configuration(request: web.Request) -> web.Response:
         doc = s.ca.config
         if doc is None:
             raise Failed("CA has not finished initializing")
-        return doc["ModifyIndex"], {
-            "Provider": doc["Provider"], "Config": doc["Config"], "State": None,
-            "ForceWithoutCrossSigning": doc["ForceWithoutCrossSigning"],
-            "CreateIndex": doc["CreateIndex"], "ModifyIndex": doc["ModifyIndex"],
-        }
+        return doc["ModifyIndex"], doc
 
-    return await blocking(request, compute, topics=[("ca",)])
+    return await blocking(request, compute, topics=[("ca",)], encode=ca.config_to_api)
 
 
 @routes.put("/v1/connect/ca/configuration")
 async def set_configuration(request: web.Request) -> web.Response:
-    f = Fields(await read_json(request), "CAConfiguration")
-    state = f.raw("State")
-    if state is not None and not isinstance(state, dict):
-        raise DecodeFailed("CAConfiguration.State: expected an object of strings")
-    await server_of(request).duties.ca.configure(
-        f.str("Provider"), f.obj("Config") or {}, f.bool("ForceWithoutCrossSigning"), state)
+    provider, config, force, state = ca.decode_configuration(await read_json(request))
+    await server_of(request).duties.ca.configure(provider, config, force, state)
     return web.Response()

@@ -1,5 +1,6 @@
-"""The mesh CA's configuration (``CAConfiguration.Config`` of the ``consul`` provider): its settings with
-their defaults, Consul's decoding of a PUT and Consul's validation. Key sizes are plain bit counts here;
+"""The mesh CA's objects: its configuration (``CAConfiguration``, whose ``Config`` holds the ``consul``
+provider's settings with their defaults, Consul's decoding of a PUT and Consul's validation) and its roots
+(``IndexedCARoots``, never with a private key). Key sizes are plain bit counts here;
 which curve a size means is :mod:`buoy.connect.ca`'s business."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed
 from buoy.durations import format_duration, parse_duration
 
@@ -31,6 +33,11 @@ MIN_INTERMEDIATE_TTL = 3 * 3600.0
 MAX_DURATION = (2**63 - 1) / 1e9  # Go's time.Duration, about 292 years
 EC_BITS = (224, 256, 384, 521)
 RSA_BITS = (2048, 4096)
+
+# A root as /v1/connect/ca/roots shows it: the stored row less RotatedOutAt, which is Buoy's own bookkeeping.
+ROOT_FIELDS = ("ID", "Name", "SerialNumber", "SigningKeyID", "ExternalTrustDomain", "NotBefore", "NotAfter",
+               "RootCert", "IntermediateCerts", "Active", "PrivateKeyType", "PrivateKeyBits", "CreateIndex",
+               "ModifyIndex")
 
 _CANONICAL = {name.lower(): name for name in (*DEFAULT_CONFIG, "PrivateKey", "RootCert")}
 
@@ -120,3 +127,34 @@ def rotates(old: dict[str, Any], new: dict[str, Any]) -> bool:
         if before != after:
             return True
     return False
+
+
+def decode_configuration(body: Any) -> tuple[str, dict[str, Any], bool, Any]:
+    """A PUT /v1/connect/ca/configuration body: the provider, its raw Config, ForceWithoutCrossSigning and
+    the (read-only) State it names, for :meth:`buoy.server.ca.CAManager.configure`."""
+    f = Fields(body, "CAConfiguration")
+    state = f.raw("State")
+    if state is not None and not isinstance(state, dict):
+        raise DecodeFailed("CAConfiguration.State: expected an object of strings")
+    return f.str("Provider"), f.obj("Config") or {}, f.bool("ForceWithoutCrossSigning"), state
+
+
+def config_to_api(doc: dict[str, Any]) -> dict[str, Any]:
+    """The stored configuration as Consul's CAConfiguration (its provider State is never shown)."""
+    return {
+        "Provider": doc["Provider"], "Config": doc["Config"], "State": None,
+        "ForceWithoutCrossSigning": doc["ForceWithoutCrossSigning"],
+        "CreateIndex": doc["CreateIndex"], "ModifyIndex": doc["ModifyIndex"],
+    }
+
+
+def roots_to_api(view: tuple[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The trust domain and the root rows as Consul's IndexedCARoots."""
+    trust_domain, roots = view
+    active = next((r for r in roots if r["Active"]), None)
+    return {
+        "ActiveRootID": active["ID"] if active else "",
+        "TrustDomain": trust_domain,
+        "Roots": [dict({f: r[f] for f in ROOT_FIELDS}, IntermediateCerts=r["IntermediateCerts"] or None)
+                  for r in roots],
+    }
