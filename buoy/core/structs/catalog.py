@@ -1,10 +1,123 @@
-"""The catalog's objects as the API shows them: a node's service (``AgentService``), a service instance
-with its node (``ServiceNode``, /v1/catalog/service) and with its checks (``CheckServiceNode``,
-/v1/health/service and prepared queries)."""
+"""Consul's catalog objects (agent/structs/structs.go): a ``Node``, its services (``AgentService``) and its
+health checks (``HealthCheck``); the decoding and validation of a catalog registration and deregistration
+(/v1/catalog/register and /deregister); the rows the catalog table stores; and the API shapes: a service
+instance with its node (``ServiceNode``, /v1/catalog/service), with its checks (``CheckServiceNode``,
+/v1/health/service and prepared queries), a node with its services (``NodeServices``).
+
+Rows are ``dict``s keyed by Consul's field names, which are also their JSON names; key order is JSON order.
+Every message here is Consul's, word for word: clients and the integration tests compare them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+from buoy.core.decode import Fields
+from buoy.core.errors import Invalid
+from buoy.core.structs.definitions import service_row
+
+REGISTER_FIELDS = {"ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
+                   "Checks", "SkipNodeUpdate", "Namespace", "Partition", "PeerName", "Locality", "Token",
+                   "EnterpriseMeta", "WriteRequest"}
+SERVICE_FIELDS = {"ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "Kind", "Proxy",
+                  "Connect", "Weights", "EnableTagOverride", "SocketPath", "Namespace", "Partition",
+                  "PeerName", "Datacenter", "Locality", "CreateIndex", "ModifyIndex"}
+CHECK_FIELDS = {"Node", "CheckID", "ID", "Name", "Notes", "Status", "Output", "ServiceID", "ServiceName",
+                "ServiceTags", "Type", "Interval", "Timeout", "Definition", "ExposedPort", "Namespace",
+                "Partition", "PeerName", "CreateIndex", "ModifyIndex"}
+DEREGISTER_FIELDS = {"Node", "ServiceID", "CheckID", "Datacenter", "Namespace", "Partition", "PeerName", "Token",
+                     "WriteRequest"}
+HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
+
+
+def service_key(name: str) -> str:
+    """Service names are matched without regard to case, as Consul's catalog matches them (its indexes are
+    lower-cased), so "Web" is found as web.service.consul; answers show a name as it was registered."""
+    return name.lower()
+
+
+def check_status(status: str) -> str:
+    if status not in HEALTH_STATES:
+        raise Invalid(f"Invalid check status {status!r}")
+    return status
+
+
+# ---- decoding ---------------------------------------------------------------------------------------
+
+
+def _service(data: Any) -> dict[str, Any]:
+    f = Fields(data, "Service", SERVICE_FIELDS)
+    svc = service_row(f, f.str("Service"))
+    for extra in ("Proxy", "Connect"):
+        if f.obj(extra) is not None:
+            svc[extra] = f.obj(extra)
+    return svc
+
+
+def _check(data: Any, node: str, i: int) -> dict[str, Any]:
+    f = Fields(data, f"Checks[{i}]", CHECK_FIELDS)
+    check_id = f.str("CheckID") or f.str("ID") or f.str("Name")
+    if not check_id:
+        raise Invalid("Missing check name")
+    status = check_status(f.str("Status") or "critical")
+    definition = f.obj("Definition") or {}
+    return {
+        "Node": f.str("Node") or node,
+        "CheckID": check_id,
+        "Name": f.str("Name") or check_id,
+        "Status": status,
+        "Notes": f.str("Notes"),
+        "Output": f.str("Output"),
+        "ServiceID": f.str("ServiceID"),
+        "Type": f.str("Type"),
+        "Interval": f.str("Interval") or str(definition.get("Interval", "") or ""),
+        "Timeout": f.str("Timeout") or str(definition.get("Timeout", "") or ""),
+        "ExposedPort": 0,
+        "Definition": definition,
+    }
+
+
+def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
+    """A /v1/catalog/register body (Consul's RegisterRequest) in the canonical form the state machine applies."""
+    f = Fields(body, "Request", REGISTER_FIELDS)
+    node = f.str("Node")
+    if not node:
+        raise Invalid("Missing node name")
+    address = f.str("Address")
+    if not address:
+        raise Invalid("Missing node address")
+    dc = f.str("Datacenter") or default_dc
+    reg: dict[str, Any] = {
+        "Node": node, "Address": address, "ID": f.str("ID"), "Datacenter": dc,
+        "TaggedAddresses": f.str_map("TaggedAddresses"), "Meta": f.str_map("NodeMeta"),
+        "SkipNodeUpdate": f.bool("SkipNodeUpdate"), "Service": None, "Checks": [],
+    }
+    if f.obj("Service") is not None:
+        reg["Service"] = _service(f.obj("Service"))
+    reg["Checks"] = [_check(c, node, i) for i, c in enumerate(f.checks())]
+    for check in reg["Checks"]:
+        if check["Node"] != node:
+            raise Invalid(f"Check node {check['Node']!r} does not match registration node {node!r}")
+    return reg
+
+
+class Deregistration(NamedTuple):
+    """What a /v1/catalog/deregister removes: the service (with its checks), else the check, else the node."""
+
+    node: str
+    service_id: str
+    check_id: str
+
+
+def parse_deregistration(body: Any) -> Deregistration:
+    f = Fields(body, "Request", DEREGISTER_FIELDS)
+    node = f.str("Node")
+    if not node:
+        raise Invalid("Missing node name")
+    return Deregistration(node, f.str("ServiceID"), f.str("CheckID"))
+
+
+# ---- the API's shapes -------------------------------------------------------------------------------
 
 
 def agent_service(svc: dict[str, Any]) -> dict[str, Any]:

@@ -8,15 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from buoy.core.errors import Failed, Invalid
-
-HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
-
-
-def service_key(name: str) -> str:
-    """Service names are matched without regard to case, as Consul's catalog matches them (its indexes are
-    lower-cased), so "Web" is found as web.service.consul; answers show a name as it was registered."""
-    return name.lower()
+from buoy.core.errors import Failed
+from buoy.core.structs.catalog import check_status, service_key
 
 
 def service_topic(name: str) -> tuple[str, str]:
@@ -171,8 +164,7 @@ class CatalogTable:
         node = check["Node"]
         if node not in self.nodes:
             raise Failed(f"Node {node!r} is not registered")
-        if check["Status"] not in HEALTH_STATES:
-            raise Invalid(f"Invalid check status {check['Status']!r}")
+        check_status(check["Status"])
         sid = check.get("ServiceID") or ""
         svc = None
         if sid:

@@ -1,0 +1,56 @@
+"""Consul's catalog objects without a server: decoding a registration and a deregistration, the messages a bad
+one gets, and the rows and API shapes built from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from buoy.core.decode import DecodeFailed
+from buoy.core.errors import Invalid
+from buoy.core.structs import catalog
+
+
+def test_registration_takes_the_default_datacenter_and_fills_checks() -> None:
+    reg = catalog.parse_registration({
+        "node": "n1", "Address": "10.0.0.1", "NodeMeta": {"rack": "a"},
+        "Service": {"Service": "web", "Port": 80, "Connect": {"Native": True}},
+        "Check": {"Name": "ping", "Definition": {"Interval": "10s"}},
+    }, "dc1")
+    assert reg["Datacenter"] == "dc1"
+    assert reg["Meta"] == {"rack": "a"}
+    assert reg["Service"]["ID"] == "web"
+    assert reg["Service"]["Connect"] == {"Native": True}
+    assert "Proxy" not in reg["Service"]
+    [check] = reg["Checks"]
+    assert list(check) == ["Node", "CheckID", "Name", "Status", "Notes", "Output", "ServiceID", "Type",
+                           "Interval", "Timeout", "ExposedPort", "Definition"]
+    assert (check["Node"], check["CheckID"], check["Status"], check["Interval"]) == ("n1", "ping", "critical", "10s")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"Address": "a"}, "Missing node name"),
+    ({"Node": "n1"}, "Missing node address"),
+    ({"Node": "n1", "Address": "a", "Checks": [{"Status": "passing"}]}, "Missing check name"),
+    ({"Node": "n1", "Address": "a", "Checks": [{"Name": "c", "Status": "up"}]}, "Invalid check status 'up'"),
+    ({"Node": "n1", "Address": "a", "Checks": [{"Name": "c", "Node": "n2"}]},
+     "Check node 'n2' does not match registration node 'n1'"),
+    ({"Node": "n1", "Address": "a", "Service": {"Port": 1}}, "Missing service name"),
+])
+def test_registration_refusals(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(Invalid) as e:
+        catalog.parse_registration(body, "dc1")
+    assert e.value.message == message
+
+
+def test_registration_refuses_unknown_fields_by_their_path() -> None:
+    with pytest.raises(DecodeFailed) as e:
+        catalog.parse_registration({"Node": "n1", "Address": "a", "Checks": [{"Name": "c", "Bogus": 1}]}, "dc1")
+    assert e.value.detail == "Checks[0]: unknown field 'Bogus'"
+
+
+def test_deregistration() -> None:
+    assert catalog.parse_deregistration({"Node": "n1", "CheckID": "c"}) == ("n1", "", "c")
+    with pytest.raises(Invalid, match="Missing node name"):
+        catalog.parse_deregistration({"ServiceID": "web"})
