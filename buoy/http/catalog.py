@@ -50,13 +50,8 @@ async def services(request: web.Request) -> web.Response:
     pred = request_filter(request)
 
     def encode(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for node, svc in pairs:
-            if not meta_ok(node) or (pred is not None and not pred(catalog.service_node(node, svc))):
-                continue
-            tags = out.setdefault(svc["Service"], [])  # each name as registered, "Web" apart from "web"
-            tags.extend(t for t in svc["Tags"] if t not in tags)
-        return dict(sorted(out.items()))
+        return catalog.service_tags(svc for node, svc in pairs
+                                    if meta_ok(node) and (pred is None or pred(catalog.service_node(node, svc))))
 
     return await blocking(request, lambda s: (s.catalog.index["services"], s.catalog.all_instances()),
                           topics=[("services",), ("nodes",)], encode=encode)
@@ -85,12 +80,11 @@ async def _node_view(request: web.Request, services_as_map: bool) -> web.Respons
     """A node and its services: a map by ID for /catalog/node, a list for /catalog/node-services."""
     name = request.match_info["node"]
 
+    shape = catalog.node_services if services_as_map else catalog.node_service_list
+
     def encode(view: tuple[dict[str, Any] | None, list[dict[str, Any]]]) -> Any:
         row, svcs = view
-        if row is None:
-            return None
-        out = [catalog.agent_service(svc) for svc in svcs]
-        return {"Node": row, "Services": {svc["ID"]: svc for svc in out} if services_as_map else out}
+        return None if row is None else shape(row, svcs)
 
     return await blocking(request, lambda s: (s.catalog.node_idx(name), s.catalog.node_services(name)),
                           topics=[("node", name)], encode=encode)

@@ -54,3 +54,31 @@ def test_deregistration() -> None:
     assert catalog.parse_deregistration({"Node": "n1", "CheckID": "c"}) == ("n1", "", "c")
     with pytest.raises(Invalid, match="Missing node name"):
         catalog.parse_deregistration({"ServiceID": "web"})
+
+
+def svc(name: str, sid: str = "", tags: list[str] | None = None) -> dict[str, Any]:
+    return {"ID": sid or name, "Service": name, "Tags": tags or []}
+
+
+def test_service_tags_merges_instances_and_keeps_names_as_registered() -> None:
+    assert catalog.service_tags([svc("web", "w1", ["a", "b"]), svc("Web", "w2"), svc("web", "w3", ["b", "c"]),
+                                 svc("db")]) == {"Web": [], "db": [], "web": ["a", "b", "c"]}
+
+
+def test_node_services_as_map_and_as_list() -> None:
+    node = {"Node": "n1"}
+    assert catalog.node_services(node, [svc("web")]) == {
+        "Node": node, "Services": {"web": {"ID": "web", "Service": "web", "Tags": [], "Kind": ""}}}
+    assert catalog.node_service_list(node, [svc("web")])["Services"] == [
+        {"ID": "web", "Service": "web", "Tags": [], "Kind": ""}]
+
+
+def test_matching() -> None:
+    assert catalog.has_tags(svc("web", tags=["a", "b"]), ["b", "a"])
+    assert not catalog.has_tags(svc("web", tags=["a"]), ["a", "b"])
+    assert catalog.has_node_meta({"Meta": {"rack": "a", "os": "linux"}}, [("rack", "a")])
+    assert not catalog.has_node_meta({"Meta": {}}, [("rack", "")])
+    checks = [{"Status": "passing"}, {"Status": "warning"}]
+    assert catalog.all_passing(checks[:1]) and not catalog.all_passing(checks)
+    assert [catalog.in_state(c, "warning") for c in checks] == [False, True]
+    assert all(catalog.in_state(c, catalog.HEALTH_ANY) for c in checks)

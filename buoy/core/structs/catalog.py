@@ -10,6 +10,7 @@ Every message here is Consul's, word for word: clients and the integration tests
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from buoy.core.decode import Fields
@@ -28,6 +29,7 @@ CHECK_FIELDS = {"Node", "CheckID", "ID", "Name", "Notes", "Status", "Output", "S
 DEREGISTER_FIELDS = {"Node", "ServiceID", "CheckID", "Datacenter", "Namespace", "Partition", "PeerName", "Token",
                      "WriteRequest"}
 HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
+HEALTH_ANY = "any"  # Consul's api.HealthAny: /v1/health/state/any lists every check
 
 
 def service_key(name: str) -> str:
@@ -117,6 +119,26 @@ def parse_deregistration(body: Any) -> Deregistration:
     return Deregistration(node, f.str("ServiceID"), f.str("CheckID"))
 
 
+# ---- matching -----------------------------------------------------------------------------------------
+
+
+def has_tags(svc: dict[str, Any], tags: Iterable[str]) -> bool:
+    return all(t in svc["Tags"] for t in tags)
+
+
+def has_node_meta(node: dict[str, Any], pairs: Iterable[tuple[str, str]]) -> bool:
+    return all(node["Meta"].get(k) == v for k, v in pairs)
+
+
+def all_passing(checks: Iterable[dict[str, Any]]) -> bool:
+    return all(c["Status"] == "passing" for c in checks)
+
+
+def in_state(check: dict[str, Any], state: str) -> bool:
+    """Whether a check is in ``state``: one of HEALTH_STATES, or HEALTH_ANY for every check."""
+    return state == HEALTH_ANY or check["Status"] == state
+
+
 # ---- the API's shapes -------------------------------------------------------------------------------
 
 
@@ -155,3 +177,23 @@ def service_node(node: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
 def health_entry(node: dict[str, Any], svc: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
     """One instance as /v1/health/service lists it (Consul's CheckServiceNode)."""
     return {"Node": node, "Service": agent_service(svc), "Checks": checks}
+
+
+def service_tags(svcs: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """/v1/catalog/services: each service name with its instances' tags, each tag once, names in order. Names
+    are kept as registered, "Web" apart from "web", as Consul lists them."""
+    out: dict[str, list[str]] = {}
+    for svc in svcs:
+        tags = out.setdefault(svc["Service"], [])
+        tags.extend(t for t in svc["Tags"] if t not in tags)
+    return dict(sorted(out.items()))
+
+
+def node_services(node: dict[str, Any], svcs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A node with its services by ID (Consul's NodeServices, /v1/catalog/node)."""
+    return {"Node": node, "Services": {svc["ID"]: agent_service(svc) for svc in svcs}}
+
+
+def node_service_list(node: dict[str, Any], svcs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A node with a list of its services (Consul's NodeServiceList, /v1/catalog/node-services)."""
+    return {"Node": node, "Services": [agent_service(svc) for svc in svcs]}
