@@ -82,3 +82,46 @@ def test_matching() -> None:
     assert catalog.all_passing(checks[:1]) and not catalog.all_passing(checks)
     assert [catalog.in_state(c, "warning") for c in checks] == [False, True]
     assert all(catalog.in_state(c, catalog.HEALTH_ANY) for c in checks)
+
+
+def test_stored_node_keeps_its_id_and_create_index() -> None:
+    reg = {"Node": "n1", "Address": "a", "Datacenter": "dc1", "ID": "", "Service": None, "Checks": []}
+    first = catalog.stored_node(dict(reg, ID="id1"), None, 5)
+    assert first == {"ID": "id1", "Node": "n1", "Address": "a", "Datacenter": "dc1", "TaggedAddresses": {},
+                     "Meta": {}, "CreateIndex": 5, "ModifyIndex": 5}
+    again = catalog.stored_node(reg, first, 9)
+    assert (again["ID"], again["CreateIndex"], again["ModifyIndex"]) == ("id1", 5, 9)
+    assert catalog.unchanged(first, again)
+    assert not catalog.unchanged(first, catalog.stored_node(dict(reg, Address="b"), first, 9))
+
+
+def test_stored_check_takes_its_service_name_and_tags() -> None:
+    check = {"Node": "n1", "CheckID": "c", "Status": "passing"}
+    row = catalog.stored_check(dict(check, ServiceID="w1"), svc("web", "w1", ["a"]), None, 3)
+    assert list(row) == ["Node", "CheckID", "Status", "ServiceID", "ServiceName", "ServiceTags", "CreateIndex",
+                         "ModifyIndex"]
+    assert (row["ServiceName"], row["ServiceTags"], row["CreateIndex"]) == ("web", ["a"], 3)
+    node_level = catalog.stored_check(check, None, row, 4)
+    assert (node_level["ServiceID"], node_level["ServiceName"], node_level["ServiceTags"]) == ("", "", [])
+    assert (node_level["CreateIndex"], node_level["ModifyIndex"]) == (3, 4)
+
+
+def test_stored_service_adds_indexes() -> None:
+    assert catalog.stored_service(svc("web"), {"CreateIndex": 2}, 7) == dict(svc("web"), CreateIndex=2,
+                                                                              ModifyIndex=7)
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    (svc("web"), None),
+    (dict(svc("web"), Connect={"Native": True}), "web"),
+    (dict(svc("web-proxy"), Kind="connect-proxy", Proxy={"DestinationServiceName": "web"}), "web"),
+    (dict(svc("web-proxy"), Kind="connect-proxy"), None),
+])
+def test_connect_name(row: dict[str, Any], expected: str | None) -> None:
+    assert catalog.connect_name(row) == expected
+
+
+def test_check_status() -> None:
+    assert catalog.check_status("maintenance") == "maintenance"
+    with pytest.raises(Invalid, match="Invalid check status 'ok'"):
+        catalog.check_status("ok")

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid
-from buoy.core.structs.definitions import service_row
+from buoy.core.structs.definitions import CONNECT_PROXY, service_row
 
 REGISTER_FIELDS = {"ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
                    "Checks", "SkipNodeUpdate", "Namespace", "Partition", "PeerName", "Locality", "Token",
@@ -30,6 +30,7 @@ DEREGISTER_FIELDS = {"Node", "ServiceID", "CheckID", "Datacenter", "Namespace", 
                      "WriteRequest"}
 HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
 HEALTH_ANY = "any"  # Consul's api.HealthAny: /v1/health/state/any lists every check
+RAFT_INDEX = ("CreateIndex", "ModifyIndex")
 
 
 def service_key(name: str) -> str:
@@ -117,6 +118,54 @@ def parse_deregistration(body: Any) -> Deregistration:
     if not node:
         raise Invalid("Missing node name")
     return Deregistration(node, f.str("ServiceID"), f.str("CheckID"))
+
+
+# ---- the rows the catalog table stores ----------------------------------------------------------------
+
+
+def _indexed(row: dict[str, Any], old: dict[str, Any] | None, index: int) -> dict[str, Any]:
+    return dict(row, CreateIndex=old["CreateIndex"] if old else index, ModifyIndex=index)
+
+
+def stored_node(reg: dict[str, Any], old: dict[str, Any] | None, index: int) -> dict[str, Any]:
+    """The Node row a registration makes of ``old`` (None for a new node): a registration without an ID
+    keeps the one the node has."""
+    return _indexed({
+        "ID": reg.get("ID") or (old["ID"] if old else ""),
+        "Node": reg["Node"],
+        "Address": reg["Address"],
+        "Datacenter": reg["Datacenter"],
+        "TaggedAddresses": reg.get("TaggedAddresses") or {},
+        "Meta": reg.get("Meta") or {},
+    }, old, index)
+
+
+def stored_service(svc: dict[str, Any], old: dict[str, Any] | None, index: int) -> dict[str, Any]:
+    return _indexed(svc, old, index)
+
+
+def with_service(check: dict[str, Any], svc: dict[str, Any] | None) -> dict[str, Any]:
+    """A check as Consul shows it, with the name and tags of its service (empty for a node's own check)."""
+    return dict(check, ServiceName=svc["Service"] if svc else "", ServiceTags=list(svc["Tags"]) if svc else [])
+
+
+def stored_check(check: dict[str, Any], svc: dict[str, Any] | None, old: dict[str, Any] | None,
+                 index: int) -> dict[str, Any]:
+    """The HealthCheck row for ``check`` on service ``svc`` (None for a node's own check)."""
+    return _indexed(with_service(dict(check, ServiceID=check.get("ServiceID") or ""), svc), old, index)
+
+
+def unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a re-registration changes nothing but the indexes, so it need not wake watchers."""
+    return {k: v for k, v in old.items() if k not in RAFT_INDEX} == {k: v for k, v in new.items()
+                                                                     if k not in RAFT_INDEX}
+
+
+def connect_name(svc: dict[str, Any]) -> str | None:
+    """The service whose mesh traffic this instance takes: a proxy's destination, a native service's own name."""
+    if svc.get("Kind") == CONNECT_PROXY:
+        return (svc.get("Proxy") or {}).get("DestinationServiceName") or None
+    return svc["Service"] if (svc.get("Connect") or {}).get("Native") else None
 
 
 # ---- matching -----------------------------------------------------------------------------------------
