@@ -11,6 +11,7 @@ from aiohttp import web
 
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid, NotFound
+from buoy.core.structs import catalog
 from buoy.core.structs.definitions import STATES, parse_check, parse_service
 from buoy.http.context import agent_of, node_of
 from buoy.http.decode import read_json
@@ -41,8 +42,7 @@ def _service_out(request: web.Request, svc: dict[str, Any]) -> dict[str, Any]:
 def _check_out(request: web.Request, check: dict[str, Any]) -> dict[str, Any]:
     agent = agent_of(request)
     svc = node_of(request).local.services.get(check["ServiceID"])
-    return dict(check, Node=agent.cfg.node_name, ServiceName=svc["Service"] if svc else "",
-                ServiceTags=list(svc["Tags"]) if svc else [])
+    return catalog.with_service(dict(check, Node=agent.cfg.node_name), svc)
 
 
 @routes.get("/v1/agent/services")

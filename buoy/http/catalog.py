@@ -3,112 +3,32 @@ node-services/:n."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from buoy.core.commands import CatalogDeregister, CatalogRegister
-from buoy.core.decode import Fields
-from buoy.core.errors import Invalid
 from buoy.core.structs import catalog
-from buoy.core.structs.definitions import service_row
 from buoy.http.blocking import blocking, request_filter, service_read
 from buoy.http.context import agent_of, server_of
 from buoy.http.decode import read_json
 from buoy.http.filters import node_meta_filter, tag_filter
 from buoy.http.respond import json_response
 
-if TYPE_CHECKING:
-    pass
-
 routes = web.RouteTableDef()
-
-REGISTER_FIELDS = {"ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
-                   "Checks", "SkipNodeUpdate", "Namespace", "Partition", "PeerName", "Locality", "Token",
-                   "EnterpriseMeta", "WriteRequest"}
-SERVICE_FIELDS = {"ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "Kind", "Proxy",
-                  "Connect", "Weights", "EnableTagOverride", "SocketPath", "Namespace", "Partition",
-                  "PeerName", "Datacenter", "Locality", "CreateIndex", "ModifyIndex"}
-CHECK_FIELDS = {"Node", "CheckID", "ID", "Name", "Notes", "Status", "Output", "ServiceID", "ServiceName",
-                "ServiceTags", "Type", "Interval", "Timeout", "Definition", "ExposedPort", "Namespace",
-                "Partition", "PeerName", "CreateIndex", "ModifyIndex"}
-DEREGISTER_FIELDS = {"Node", "ServiceID", "CheckID", "Datacenter", "Namespace", "Partition", "PeerName", "Token",
-                     "WriteRequest"}
-HEALTH = ("passing", "warning", "critical", "maintenance")
-
-
-def _service(data: Any) -> dict[str, Any]:
-    f = Fields(data, "Service", SERVICE_FIELDS)
-    svc = service_row(f, f.str("Service"))
-    for extra in ("Proxy", "Connect"):
-        if f.obj(extra) is not None:
-            svc[extra] = f.obj(extra)
-    return svc
-
-
-def _check(data: Any, node: str, i: int) -> dict[str, Any]:
-    f = Fields(data, f"Checks[{i}]", CHECK_FIELDS)
-    check_id = f.str("CheckID") or f.str("ID") or f.str("Name")
-    if not check_id:
-        raise Invalid("Missing check name")
-    status = f.str("Status") or "critical"
-    if status not in HEALTH:
-        raise Invalid(f"Invalid check status {status!r}")
-    definition = f.obj("Definition") or {}
-    return {
-        "Node": f.str("Node") or node,
-        "CheckID": check_id,
-        "Name": f.str("Name") or check_id,
-        "Status": status,
-        "Notes": f.str("Notes"),
-        "Output": f.str("Output"),
-        "ServiceID": f.str("ServiceID"),
-        "Type": f.str("Type"),
-        "Interval": f.str("Interval") or str(definition.get("Interval", "") or ""),
-        "Timeout": f.str("Timeout") or str(definition.get("Timeout", "") or ""),
-        "ExposedPort": 0,
-        "Definition": definition,
-    }
-
-
-def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
-    """A catalog registration in the canonical form the state store applies."""
-    f = Fields(body, "Request", REGISTER_FIELDS)
-    node = f.str("Node")
-    if not node:
-        raise Invalid("Missing node name")
-    address = f.str("Address")
-    if not address:
-        raise Invalid("Missing node address")
-    dc = f.str("Datacenter") or default_dc
-    reg: dict[str, Any] = {
-        "Node": node, "Address": address, "ID": f.str("ID"), "Datacenter": dc,
-        "TaggedAddresses": f.str_map("TaggedAddresses"), "Meta": f.str_map("NodeMeta"),
-        "SkipNodeUpdate": f.bool("SkipNodeUpdate"), "Service": None, "Checks": [],
-    }
-    if f.obj("Service") is not None:
-        reg["Service"] = _service(f.obj("Service"))
-    reg["Checks"] = [_check(c, node, i) for i, c in enumerate(f.checks())]
-    for check in reg["Checks"]:
-        if check["Node"] != node:
-            raise Invalid(f"Check node {check['Node']!r} does not match registration node {node!r}")
-    return reg
 
 
 @routes.put("/v1/catalog/register")
 async def register(request: web.Request) -> web.Response:
     agent = agent_of(request)
-    reg = parse_registration(await read_json(request), agent.cfg.datacenter)
+    reg = catalog.parse_registration(await read_json(request), agent.cfg.datacenter)
     return json_response(request, await server_of(request).apply(CatalogRegister(reg=reg)))
 
 
 @routes.put("/v1/catalog/deregister")
 async def deregister(request: web.Request) -> web.Response:
-    f = Fields(await read_json(request), "Request", DEREGISTER_FIELDS)
-    node = f.str("Node")
-    if not node:
-        raise Invalid("Missing node name")
-    cmd = CatalogDeregister(node=node, service_id=f.str("ServiceID"), check_id=f.str("CheckID"))
+    node, service_id, check_id = catalog.parse_deregistration(await read_json(request))
+    cmd = CatalogDeregister(node=node, service_id=service_id, check_id=check_id)
     return json_response(request, await server_of(request).apply(cmd))
 
 
@@ -130,13 +50,8 @@ async def services(request: web.Request) -> web.Response:
     pred = request_filter(request)
 
     def encode(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for node, svc in pairs:
-            if not meta_ok(node) or (pred is not None and not pred(catalog.service_node(node, svc))):
-                continue
-            tags = out.setdefault(svc["Service"], [])  # each name as registered, "Web" apart from "web"
-            tags.extend(t for t in svc["Tags"] if t not in tags)
-        return dict(sorted(out.items()))
+        return catalog.service_tags(svc for node, svc in pairs
+                                    if meta_ok(node) and (pred is None or pred(catalog.service_node(node, svc))))
 
     return await blocking(request, lambda s: (s.catalog.index["services"], s.catalog.all_instances()),
                           topics=[("services",), ("nodes",)], encode=encode)
@@ -165,12 +80,11 @@ async def _node_view(request: web.Request, services_as_map: bool) -> web.Respons
     """A node and its services: a map by ID for /catalog/node, a list for /catalog/node-services."""
     name = request.match_info["node"]
 
+    shape = catalog.node_services if services_as_map else catalog.node_service_list
+
     def encode(view: tuple[dict[str, Any] | None, list[dict[str, Any]]]) -> Any:
         row, svcs = view
-        if row is None:
-            return None
-        out = [catalog.agent_service(svc) for svc in svcs]
-        return {"Node": row, "Services": {svc["ID"]: svc for svc in out} if services_as_map else out}
+        return None if row is None else shape(row, svcs)
 
     return await blocking(request, lambda s: (s.catalog.node_idx(name), s.catalog.node_services(name)),
                           topics=[("node", name)], encode=encode)

@@ -9,13 +9,14 @@ from typing import Any
 from aiohttp import web
 
 from buoy.core.errors import Invalid
+from buoy.core.structs import catalog
 
 
 def tag_filter(request: web.Request) -> Callable[[dict[str, Any]], bool]:
     wanted = request.query.getall("tag", [])
     if not wanted:
         return lambda _svc: True
-    return lambda svc: all(t in svc["Tags"] for t in wanted)
+    return lambda svc: catalog.has_tags(svc, wanted)
 
 
 def node_meta_filter(request: web.Request) -> Callable[[dict[str, Any]], bool]:
@@ -27,7 +28,7 @@ def node_meta_filter(request: web.Request) -> Callable[[dict[str, Any]], bool]:
         pairs.append((key, value))
     if not pairs:
         return lambda _node: True
-    return lambda node: all(node["Meta"].get(k) == v for k, v in pairs)
+    return lambda node: catalog.has_node_meta(node, pairs)
 
 
 def passing_filter(request: web.Request) -> bool:

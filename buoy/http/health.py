@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -10,9 +10,6 @@ from buoy.core.errors import Failed
 from buoy.core.structs import catalog
 from buoy.http.blocking import blocking, service_read
 from buoy.http.filters import node_meta_filter, passing_filter, tag_filter
-
-if TYPE_CHECKING:
-    pass
 
 routes = web.RouteTableDef()
 
@@ -39,7 +36,7 @@ async def _instances(request: web.Request, connect: bool) -> web.Response:
     tags_ok, meta_ok, passing = tag_filter(request), node_meta_filter(request), passing_filter(request)
     return await service_read(request, name, lambda s: s.catalog.health_entries(name, connect), lambda entries: [
         catalog.health_entry(n, svc, chks) for n, svc, chks in entries
-        if tags_ok(svc) and meta_ok(n) and not (passing and any(c["Status"] != "passing" for c in chks))])
+        if tags_ok(svc) and meta_ok(n) and (not passing or catalog.all_passing(chks))])
 
 
 @routes.get("/v1/health/service/{service}")
@@ -60,7 +57,7 @@ async def state(request: web.Request) -> web.Response:
     meta_ok = node_meta_filter(request)
 
     def encode(nodes: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-        return [c for n, chks in nodes if meta_ok(n) for c in chks if wanted == "any" or c["Status"] == wanted]
+        return [c for n, chks in nodes if meta_ok(n) for c in chks if catalog.in_state(c, wanted)]
 
     return await blocking(request, lambda s: (s.catalog.index["checks"], s.catalog.checks_by_node()),
                           topics=[("checks",), ("nodes",)], encode=encode)

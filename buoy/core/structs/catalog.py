@@ -1,10 +1,194 @@
-"""The catalog's objects as the API shows them: a node's service (``AgentService``), a service instance
-with its node (``ServiceNode``, /v1/catalog/service) and with its checks (``CheckServiceNode``,
-/v1/health/service and prepared queries)."""
+"""Consul's catalog objects (agent/structs/structs.go): a ``Node``, its services (``AgentService``) and its
+health checks (``HealthCheck``); the decoding and validation of a catalog registration and deregistration
+(/v1/catalog/register and /deregister); the rows the catalog table stores; and the API shapes: a service
+instance with its node (``ServiceNode``, /v1/catalog/service), with its checks (``CheckServiceNode``,
+/v1/health/service and prepared queries), a node with its services (``NodeServices``).
+
+Rows are ``dict``s keyed by Consul's field names, which are also their JSON names; key order is JSON order.
+Every message here is Consul's, word for word: clients and the integration tests compare them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from buoy.core.decode import Fields
+from buoy.core.errors import Invalid
+from buoy.core.structs.definitions import CONNECT_PROXY, service_row
+
+REGISTER_FIELDS = {"ID", "Node", "Address", "Datacenter", "TaggedAddresses", "NodeMeta", "Service", "Check",
+                   "Checks", "SkipNodeUpdate", "Namespace", "Partition", "PeerName", "Locality", "Token",
+                   "EnterpriseMeta", "WriteRequest"}
+SERVICE_FIELDS = {"ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "Kind", "Proxy",
+                  "Connect", "Weights", "EnableTagOverride", "SocketPath", "Namespace", "Partition",
+                  "PeerName", "Datacenter", "Locality", "CreateIndex", "ModifyIndex"}
+CHECK_FIELDS = {"Node", "CheckID", "ID", "Name", "Notes", "Status", "Output", "ServiceID", "ServiceName",
+                "ServiceTags", "Type", "Interval", "Timeout", "Definition", "ExposedPort", "Namespace",
+                "Partition", "PeerName", "CreateIndex", "ModifyIndex"}
+DEREGISTER_FIELDS = {"Node", "ServiceID", "CheckID", "Datacenter", "Namespace", "Partition", "PeerName", "Token",
+                     "WriteRequest"}
+HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
+HEALTH_ANY = "any"  # Consul's api.HealthAny: /v1/health/state/any lists every check
+RAFT_INDEX = ("CreateIndex", "ModifyIndex")
+
+
+def service_key(name: str) -> str:
+    """Service names are matched without regard to case, as Consul's catalog matches them (its indexes are
+    lower-cased), so "Web" is found as web.service.consul; answers show a name as it was registered."""
+    return name.lower()
+
+
+def check_status(status: str) -> str:
+    if status not in HEALTH_STATES:
+        raise Invalid(f"Invalid check status {status!r}")
+    return status
+
+
+# ---- decoding ---------------------------------------------------------------------------------------
+
+
+def _service(data: Any) -> dict[str, Any]:
+    f = Fields(data, "Service", SERVICE_FIELDS)
+    svc = service_row(f, f.str("Service"))
+    for extra in ("Proxy", "Connect"):
+        if f.obj(extra) is not None:
+            svc[extra] = f.obj(extra)
+    return svc
+
+
+def _check(data: Any, node: str, i: int) -> dict[str, Any]:
+    f = Fields(data, f"Checks[{i}]", CHECK_FIELDS)
+    check_id = f.str("CheckID") or f.str("ID") or f.str("Name")
+    if not check_id:
+        raise Invalid("Missing check name")
+    status = check_status(f.str("Status") or "critical")
+    definition = f.obj("Definition") or {}
+    return {
+        "Node": f.str("Node") or node,
+        "CheckID": check_id,
+        "Name": f.str("Name") or check_id,
+        "Status": status,
+        "Notes": f.str("Notes"),
+        "Output": f.str("Output"),
+        "ServiceID": f.str("ServiceID"),
+        "Type": f.str("Type"),
+        "Interval": f.str("Interval") or str(definition.get("Interval", "") or ""),
+        "Timeout": f.str("Timeout") or str(definition.get("Timeout", "") or ""),
+        "ExposedPort": 0,
+        "Definition": definition,
+    }
+
+
+def parse_registration(body: Any, default_dc: str) -> dict[str, Any]:
+    """A /v1/catalog/register body (Consul's RegisterRequest) in the canonical form the state machine applies."""
+    f = Fields(body, "Request", REGISTER_FIELDS)
+    node = f.str("Node")
+    if not node:
+        raise Invalid("Missing node name")
+    address = f.str("Address")
+    if not address:
+        raise Invalid("Missing node address")
+    dc = f.str("Datacenter") or default_dc
+    reg: dict[str, Any] = {
+        "Node": node, "Address": address, "ID": f.str("ID"), "Datacenter": dc,
+        "TaggedAddresses": f.str_map("TaggedAddresses"), "Meta": f.str_map("NodeMeta"),
+        "SkipNodeUpdate": f.bool("SkipNodeUpdate"), "Service": None, "Checks": [],
+    }
+    if f.obj("Service") is not None:
+        reg["Service"] = _service(f.obj("Service"))
+    reg["Checks"] = [_check(c, node, i) for i, c in enumerate(f.checks())]
+    for check in reg["Checks"]:
+        if check["Node"] != node:
+            raise Invalid(f"Check node {check['Node']!r} does not match registration node {node!r}")
+    return reg
+
+
+class Deregistration(NamedTuple):
+    """What a /v1/catalog/deregister removes: the service (with its checks), else the check, else the node."""
+
+    node: str
+    service_id: str
+    check_id: str
+
+
+def parse_deregistration(body: Any) -> Deregistration:
+    f = Fields(body, "Request", DEREGISTER_FIELDS)
+    node = f.str("Node")
+    if not node:
+        raise Invalid("Missing node name")
+    return Deregistration(node, f.str("ServiceID"), f.str("CheckID"))
+
+
+# ---- the rows the catalog table stores ----------------------------------------------------------------
+
+
+def _indexed(row: dict[str, Any], old: dict[str, Any] | None, index: int) -> dict[str, Any]:
+    return dict(row, CreateIndex=old["CreateIndex"] if old else index, ModifyIndex=index)
+
+
+def stored_node(reg: dict[str, Any], old: dict[str, Any] | None, index: int) -> dict[str, Any]:
+    """The Node row a registration makes of ``old`` (None for a new node): a registration without an ID
+    keeps the one the node has."""
+    return _indexed({
+        "ID": reg.get("ID") or (old["ID"] if old else ""),
+        "Node": reg["Node"],
+        "Address": reg["Address"],
+        "Datacenter": reg["Datacenter"],
+        "TaggedAddresses": reg.get("TaggedAddresses") or {},
+        "Meta": reg.get("Meta") or {},
+    }, old, index)
+
+
+def stored_service(svc: dict[str, Any], old: dict[str, Any] | None, index: int) -> dict[str, Any]:
+    return _indexed(svc, old, index)
+
+
+def with_service(check: dict[str, Any], svc: dict[str, Any] | None) -> dict[str, Any]:
+    """A check as Consul shows it, with the name and tags of its service (empty for a node's own check)."""
+    return dict(check, ServiceName=svc["Service"] if svc else "", ServiceTags=list(svc["Tags"]) if svc else [])
+
+
+def stored_check(check: dict[str, Any], svc: dict[str, Any] | None, old: dict[str, Any] | None,
+                 index: int) -> dict[str, Any]:
+    """The HealthCheck row for ``check`` on service ``svc`` (None for a node's own check)."""
+    return _indexed(with_service(dict(check, ServiceID=check.get("ServiceID") or ""), svc), old, index)
+
+
+def unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a re-registration changes nothing but the indexes, so it need not wake watchers."""
+    return {k: v for k, v in old.items() if k not in RAFT_INDEX} == {k: v for k, v in new.items()
+                                                                     if k not in RAFT_INDEX}
+
+
+def connect_name(svc: dict[str, Any]) -> str | None:
+    """The service whose mesh traffic this instance takes: a proxy's destination, a native service's own name."""
+    if svc.get("Kind") == CONNECT_PROXY:
+        return (svc.get("Proxy") or {}).get("DestinationServiceName") or None
+    return svc["Service"] if (svc.get("Connect") or {}).get("Native") else None
+
+
+# ---- matching -----------------------------------------------------------------------------------------
+
+
+def has_tags(svc: dict[str, Any], tags: Iterable[str]) -> bool:
+    return all(t in svc["Tags"] for t in tags)
+
+
+def has_node_meta(node: dict[str, Any], pairs: Iterable[tuple[str, str]]) -> bool:
+    return all(node["Meta"].get(k) == v for k, v in pairs)
+
+
+def all_passing(checks: Iterable[dict[str, Any]]) -> bool:
+    return all(c["Status"] == "passing" for c in checks)
+
+
+def in_state(check: dict[str, Any], state: str) -> bool:
+    """Whether a check is in ``state``: one of HEALTH_STATES, or HEALTH_ANY for every check."""
+    return state == HEALTH_ANY or check["Status"] == state
+
+
+# ---- the API's shapes -------------------------------------------------------------------------------
 
 
 def agent_service(svc: dict[str, Any]) -> dict[str, Any]:
@@ -42,3 +226,23 @@ def service_node(node: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
 def health_entry(node: dict[str, Any], svc: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
     """One instance as /v1/health/service lists it (Consul's CheckServiceNode)."""
     return {"Node": node, "Service": agent_service(svc), "Checks": checks}
+
+
+def service_tags(svcs: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """/v1/catalog/services: each service name with its instances' tags, each tag once, names in order. Names
+    are kept as registered, "Web" apart from "web", as Consul lists them."""
+    out: dict[str, list[str]] = {}
+    for svc in svcs:
+        tags = out.setdefault(svc["Service"], [])
+        tags.extend(t for t in svc["Tags"] if t not in tags)
+    return dict(sorted(out.items()))
+
+
+def node_services(node: dict[str, Any], svcs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A node with its services by ID (Consul's NodeServices, /v1/catalog/node)."""
+    return {"Node": node, "Services": {svc["ID"]: agent_service(svc) for svc in svcs}}
+
+
+def node_service_list(node: dict[str, Any], svcs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A node with a list of its services (Consul's NodeServiceList, /v1/catalog/node-services)."""
+    return {"Node": node, "Services": [agent_service(svc) for svc in svcs]}

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from buoy.core.errors import Failed, Invalid
-
-HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
-
-
-def service_key(name: str) -> str:
-    """Service names are matched without regard to case, as Consul's catalog matches them (its indexes are
-    lower-cased), so "Web" is found as web.service.consul; answers show a name as it was registered."""
-    return name.lower()
+from buoy.core.errors import Failed
+from buoy.core.structs.catalog import (
+    check_status,
+    connect_name,
+    service_key,
+    stored_check,
+    stored_node,
+    stored_service,
+    unchanged,
+)
 
 
 def service_topic(name: str) -> tuple[str, str]:
@@ -94,13 +95,13 @@ class CatalogTable:
     def _touch_service(self, svc: dict[str, Any], index: int, touched: set[tuple[str, ...]]) -> None:
         """A change to an instance wakes the watchers of its name and, for a proxy, of the service it fronts
         (whose /v1/health/connect and /v1/catalog/connect answers list it)."""
-        for name in {svc["Service"], _connect_name(svc)} - {None}:
+        for name in {svc["Service"], connect_name(svc)} - {None}:
             self.service_index[service_key(name)] = index
             touched.add(service_topic(name))
 
     def _index(self, svc: dict[str, Any], node: str, add: bool) -> None:
         """Add an instance to (or drop it from) the by-name and by-connect-name indexes."""
-        for table, name in ((self.by_name, svc["Service"]), (self.by_connect, _connect_name(svc))):
+        for table, name in ((self.by_name, svc["Service"]), (self.by_connect, connect_name(svc))):
             if name is None:
                 continue
             key = service_key(name)
@@ -124,20 +125,9 @@ class CatalogTable:
         old = self.nodes.get(name)
         if old is not None and skip_update:
             return
-        merged = {
-            "ID": node.get("ID") or (old["ID"] if old else ""),
-            "Node": name,
-            "Address": node["Address"],
-            "Datacenter": node["Datacenter"],
-            "TaggedAddresses": node.get("TaggedAddresses") or {},
-            "Meta": node.get("Meta") or {},
-            "CreateIndex": old["CreateIndex"] if old else index,
-            "ModifyIndex": index,
-        }
-        if old is not None and {k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")} == {
-            k: v for k, v in merged.items() if k not in ("CreateIndex", "ModifyIndex")
-        }:
-            return  # an identical re-registration must not wake watchers
+        merged = stored_node(node, old, index)
+        if old is not None and unchanged(old, merged):
+            return
         self.nodes[name] = merged
         self.services.setdefault(name, {})
         self.checks.setdefault(name, {})
@@ -151,10 +141,8 @@ class CatalogTable:
             raise Failed(f"Node {node!r} is not registered")
         sid = svc["ID"]
         old = self.services[node].get(sid)
-        row = dict(svc)
-        row["CreateIndex"] = old["CreateIndex"] if old else index
-        row["ModifyIndex"] = index
-        if old is not None and _same(old, row):
+        row = stored_service(svc, old, index)
+        if old is not None and unchanged(old, row):
             return
         if old is not None:  # its name or the service it fronts may have changed
             self._index(old, node, add=False)
@@ -171,8 +159,7 @@ class CatalogTable:
         node = check["Node"]
         if node not in self.nodes:
             raise Failed(f"Node {node!r} is not registered")
-        if check["Status"] not in HEALTH_STATES:
-            raise Invalid(f"Invalid check status {check['Status']!r}")
+        check_status(check["Status"])
         sid = check.get("ServiceID") or ""
         svc = None
         if sid:
@@ -180,13 +167,8 @@ class CatalogTable:
             if svc is None:
                 raise Failed(f"Unknown service ID {sid!r} for check {check['CheckID']!r}")
         old = self.checks[node].get(check["CheckID"])
-        row = dict(check)
-        row["ServiceID"] = sid
-        row["ServiceName"] = svc["Service"] if svc else ""
-        row["ServiceTags"] = list(svc["Tags"]) if svc else []
-        row["CreateIndex"] = old["CreateIndex"] if old else index
-        row["ModifyIndex"] = index
-        if old is not None and _same(old, row):
+        row = stored_check(check, svc, old, index)
+        if old is not None and unchanged(old, row):
             return old, old
         self.checks[node][check["CheckID"]] = row
         self.index["checks"] = index
@@ -278,14 +260,3 @@ class CatalogTable:
         self.node_index = dict(data.get("node_index", {}))
         self.index.update(data.get("index", {}))
 
-
-def _connect_name(svc: dict[str, Any]) -> str | None:
-    """The service whose mesh traffic this instance takes: a proxy's destination, a native service's own name."""
-    if svc.get("Kind") == "connect-proxy":
-        return (svc.get("Proxy") or {}).get("DestinationServiceName") or None
-    return svc["Service"] if (svc.get("Connect") or {}).get("Native") else None
-
-
-def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    skip = ("CreateIndex", "ModifyIndex")
-    return {k: v for k, v in old.items() if k not in skip} == {k: v for k, v in new.items() if k not in skip}
