@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 from buoy.core.errors import Failed
 
@@ -41,11 +41,13 @@ C = TypeVar("C", bound=Command)
 _DECODERS: dict[str, Callable[[Mapping[str, Any]], Command]] = {}
 
 
-def _register(cls: type[C]) -> type[C]:
-    """Make ``cls`` decodable by its op."""
-    cls._wire_fields = tuple(f.name for f in fields(cls))
-    _DECODERS[cls.op] = _decoder(cls)
-    return cls
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def command(cls: type[C]) -> type[C]:
+    """Declare a replicated command: a frozen, slotted, keyword-only record, decodable by its op."""
+    record = dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    record._wire_fields = tuple(f.name for f in fields(record))
+    _DECODERS[record.op] = _decoder(record)
+    return record
 
 
 def _decoder(cls: type[C]) -> Callable[[Mapping[str, Any]], C]:
@@ -82,8 +84,7 @@ def from_wire(wire: Mapping[str, Any]) -> Command:
 # ---- KV and transactions -------------------------------------------------------------------------------
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class KVSet(Command):
     """PUT /v1/kv/<key>: at most one of ``cas``, ``acquire`` and ``release``."""
 
@@ -96,23 +97,20 @@ class KVSet(Command):
     release: str | None = None
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class KVDelete(Command):
     op = "kv.delete"
     key: str
     cas: int | None = None
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class KVDeleteTree(Command):
     op = "kv.delete_tree"
     prefix: str
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class KVReap(Command):
     """Forget tombstones older than ``before`` (unix time), as the leader's reaper decides."""
 
@@ -120,8 +118,7 @@ class KVReap(Command):
     before: float
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class Txn(Command):
     """PUT /v1/txn: Consul's KV TxnOps (``Verb``, ``Key``, ``Value`` as bytes, ``Flags``, ``Index``,
     ``Session``), applied all or nothing."""
@@ -133,8 +130,7 @@ class Txn(Command):
 # ---- catalog -------------------------------------------------------------------------------------------
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class CatalogRegister(Command):
     """A node, and optionally one service and checks, in Consul's RegisterRequest shape."""
 
@@ -142,8 +138,7 @@ class CatalogRegister(Command):
     reg: dict[str, Any]
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class CatalogDeregister(Command):
     """A service (with its checks), else a check, else the whole node."""
 
@@ -156,8 +151,7 @@ class CatalogDeregister(Command):
 # ---- sessions and prepared queries ---------------------------------------------------------------------
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class SessionCreate(Command):
     """The session row, its ID made by the proposer so every server stores the same one."""
 
@@ -165,30 +159,26 @@ class SessionCreate(Command):
     session: dict[str, Any]
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class SessionDestroy(Command):
     op = "session.destroy"
     id: str
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class SessionRenew(Command):
     op = "session.renew"
     id: str
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class QuerySet(Command):
     op = "query.set"
     query: dict[str, Any]
     update: bool
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class QueryDelete(Command):
     op = "query.delete"
     id: str
@@ -197,8 +187,7 @@ class QueryDelete(Command):
 # ---- intentions ----------------------------------------------------------------------------------------
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class IntentionSet(Command):
     """A legacy create or update by ID, or an upsert by name; the proposer made the ID."""
 
@@ -207,8 +196,7 @@ class IntentionSet(Command):
     intention: dict[str, Any]
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class IntentionDelete(Command):
     """By ``id`` (legacy API), else by ``source`` and ``destination``."""
 
@@ -221,8 +209,7 @@ class IntentionDelete(Command):
 # ---- servers and members -------------------------------------------------------------------------------
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class ServerRegister(Command):
     op = "server.register"
     raft: str
@@ -231,8 +218,7 @@ class ServerRegister(Command):
     http: str
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class MemberAlive(Command):
     """A member row and its node's catalog registration (without service or checks)."""
 
@@ -241,15 +227,13 @@ class MemberAlive(Command):
     reg: dict[str, Any]
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class MemberFailed(Command):
     op = "member.failed"
     node: str
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class MemberLeft(Command):
     """A graceful leave or a force-leave; ``prune`` forgets the member too."""
 
@@ -258,8 +242,7 @@ class MemberLeft(Command):
     prune: bool = False
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class MemberReap(Command):
     op = "member.reap"
     node: str
@@ -268,8 +251,7 @@ class MemberReap(Command):
 # ---- the mesh CA ---------------------------------------------------------------------------------------
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class CAInit(Command):
     """The first root: the proposer made the key and certificate, so applying only stores them."""
 
@@ -280,8 +262,7 @@ class CAInit(Command):
     key: str
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class CAConfigure(Command):
     """A new configuration, refused unless the current one is still at ``expect``; with ``root`` and
     ``key`` when it rotates the root."""
@@ -293,15 +274,13 @@ class CAConfigure(Command):
     key: str | None = None
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class CAPrune(Command):
     op = "ca.prune"
     ids: list[str]
 
 
-@_register
-@dataclass(frozen=True, slots=True, kw_only=True)
+@command
 class Noop(Command):
     """Takes no index and changes nothing."""
 

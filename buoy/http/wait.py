@@ -4,6 +4,8 @@ agent's own endpoints (service health, leaf certificates) and the server's state
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -11,26 +13,27 @@ from buoy.core.errors import Invalid
 from buoy.durations import parse_duration
 from buoy.http.context import agent_of
 
+T = TypeVar("T", int, float)
+
+
+def _non_negative(request: web.Request, name: str, parse: Callable[[str], T], problem: str) -> T | None:
+    if name not in request.query:
+        return None
+    try:
+        value = parse(request.query[name])
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        raise Invalid(problem) from None
+    return value
+
 
 def parse_wait(request: web.Request) -> tuple[int, float]:
     cfg = agent_of(request).cfg
-    q = request.query
-    index = 0
-    if "index" in q:
-        try:
-            index = int(q["index"])
-            if index < 0:
-                raise ValueError
-        except ValueError:
-            raise Invalid("Invalid index") from None
-    wait = cfg.default_query_time
-    if "wait" in q:
-        try:
-            wait = parse_duration(q["wait"])
-            if wait < 0:
-                raise ValueError
-        except ValueError:
-            raise Invalid("Invalid wait time") from None
+    index = _non_negative(request, "index", int, "Invalid index") or 0
+    wait = _non_negative(request, "wait", parse_duration, "Invalid wait time")
+    if wait is None:
+        wait = cfg.default_query_time
     if not index:
         return 0, wait
     wait = min(wait, cfg.max_query_time) if wait else cfg.default_query_time
