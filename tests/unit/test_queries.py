@@ -10,9 +10,9 @@ import msgpack
 import pytest
 
 from buoy.core.errors import Failed
+from buoy.core.structs.query import QueryError, compile_template, render
 from buoy.server.fsm import FSM
 from buoy.server.state import StateStore
-from buoy.server.state.queries import QueryError, compile_template, render
 
 ID_A = "11111111-1111-4111-8111-111111111111"
 ID_B = "22222222-2222-4222-8222-222222222222"

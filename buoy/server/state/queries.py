@@ -1,5 +1,5 @@
-"""The prepared-queries table: Consul's ``PreparedQuery`` rows, indexed by name, by template prefix and by
-session, and the ``name_prefix_match`` templates that turn one stored query into the query a name asks for.
+"""The prepared-queries table: Consul's ``PreparedQuery`` rows (``buoy.core.structs.query``), indexed by name,
+by template prefix and by session.
 
 Names match case-insensitively and must be unique, as in Consul's state store; a name may not alias another
 query's ID, and at most one template may have the empty name (the catch-all).
@@ -12,18 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from buoy.core.errors import Failed
+from buoy.core.structs.query import QueryError, is_template, render
 from buoy.server.state.indexed import IndexedTable
 from buoy.server.state.undo import UndoLog
 
-TEMPLATE_TYPE = "name_prefix_match"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
-_EXPRESSION = re.compile(r"\s*(?:(name\.full|name\.prefix|name\.suffix|agent\.segment)|match\(\s*(\d+)\s*\))\s*$")
-_MAPS = (".NodeMeta", ".ServiceMeta")  # walked as maps: values are interpolated, keys are not
-
-
-class QueryError(Exception):
-    """A template that does not compile or render, or a template asked for by ID; the text is Consul's."""
 
 
 class QueryTable(IndexedTable):
@@ -132,70 +125,3 @@ class QueryTable(IndexedTable):
             bound.discard(row["ID"])
             if not bound:
                 del self.by_session[row["Session"]]
-
-
-# ---- templates -------------------------------------------------------------------------------------
-
-
-def is_template(query: dict[str, Any]) -> bool:
-    return bool(query["Template"]["Type"])
-
-
-def compile_template(query: dict[str, Any]) -> None:
-    """Refuse a template that could not render, as Consul's compile step does: an unknown type, a bad
-    regular expression, or a ``${...}`` it cannot evaluate (checked by rendering the template's own name)."""
-    if query["Template"]["Type"] != TEMPLATE_TYPE:
-        raise QueryError(f"Bad Template.Type '{query['Template']['Type']}'")
-    render(query, query["Name"])
-
-
-def render(query: dict[str, Any], name: str) -> dict[str, Any]:
-    """The template ``query`` filled in for ``name``: every string in its Service interpolated."""
-    template = query["Template"]
-    groups: list[str] = []
-    if template["Regexp"]:
-        try:
-            found = re.search(template["Regexp"], name)
-        except re.error as e:
-            raise QueryError(f"Bad Regexp: {e}") from None
-        if found:
-            groups = [g or "" for g in (found.group(0), *found.groups())]
-    prefix = query["Name"]
-    variables = {
-        "name.full": name,
-        "name.prefix": prefix,
-        # Consul trims the prefix case-sensitively even though the lookup that chose the template is not.
-        "name.suffix": name[len(prefix):] if name.startswith(prefix) else name,
-        "agent.segment": "",  # network segments are an Enterprise feature
-    }
-
-    def interpolate(path: str, text: str) -> str:
-        def one(m: re.Match[str]) -> str:
-            expr = _EXPRESSION.match(m.group(1))
-            if expr is None:
-                raise QueryError(f"Bad evaluation for '{text}' in Service{path}: "
-                                 f"unknown variable accessed: {m.group(1).strip()}")
-            if expr.group(1):
-                return variables[expr.group(1)]
-            n = int(expr.group(2))
-            return groups[n] if n < len(groups) else ""  # Consul's match() never fails: "" when out of range
-
-        if "${" in _INTERPOLATION.sub("", text):
-            raise QueryError(f"Bad format '{text}' in Service{path}: unterminated interpolation")
-        return _INTERPOLATION.sub(one, text)
-
-    service = _walk(query["Service"], "", interpolate)
-    if template["RemoveEmptyTags"]:
-        service["Tags"] = [t for t in service["Tags"] or () if t]
-    return dict(query, Service=service)
-
-
-def _walk(value: Any, path: str, fn: Callable[[str, str], str]) -> Any:
-    """A copy of ``value`` with ``fn`` applied to every string in it, each named by its path."""
-    if isinstance(value, str):
-        return fn(path, value)
-    if isinstance(value, list):
-        return [_walk(v, f"{path}[{i}]", fn) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: _walk(v, f"{path}[{k}]" if path in _MAPS else f"{path}.{k}", fn) for k, v in value.items()}
-    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from buoy.core.structs import session
 from buoy.server.state.indexed import IndexedTable
 from buoy.server.state.undo import UndoLog
 
@@ -26,15 +27,8 @@ class SessionTable(IndexedTable):
 
     def bound_to_check(self, node: str, check_id: str, service_id: str) -> list[str]:
         """Sessions that a critical check on ``node`` invalidates."""
-        hit = []
-        for sid in self.by_node.get(node, ()):
-            row = self.rows[sid]
-            if check_id in row["NodeChecks"] or any(
-                c.get("ID") == check_id for c in row["ServiceChecks"] or ()
-            ):
-                hit.append(sid)
         del service_id  # service checks are matched by check ID, as Consul does
-        return sorted(hit)
+        return sorted(sid for sid in self.by_node.get(node, ()) if session.bound_to(self.rows[sid], check_id))
 
     def insert(self, row: dict[str, Any], index: int, undo: UndoLog) -> None:
         old_index = self.index
