@@ -14,13 +14,15 @@ from pathlib import Path
 
 # A whole string in Consul's PascalCase, such as "ModifyIndex" or "ServiceTags": a JSON field name.
 FIELD = re.compile(r"^[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)*$")
+NOT_FIELDS = frozenset({"True", "False"})  # Go's spellings of booleans, which Consul's parsers accept
 CHECKED = ("server", "agent", "dns", "http")
 BASELINE_FILE = Path(__file__).with_name("consul_fields_baseline.json")
 
 
 def field_literals(source: str) -> int:
     return sum(1 for node in ast.walk(ast.parse(source))
-               if isinstance(node, ast.Constant) and isinstance(node.value, str) and FIELD.match(node.value))
+               if isinstance(node, ast.Constant) and isinstance(node.value, str)
+               and FIELD.match(node.value) and node.value not in NOT_FIELDS)
 
 
 def count_tree(root: Path) -> dict[str, int]:
