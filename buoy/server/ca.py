@@ -49,7 +49,7 @@ from buoy.core.structs.ca import PROVIDER, parse_config, rotates, seconds
 
 if TYPE_CHECKING:
     from buoy.connect.ca import PrivateKey
-    from buoy.server.server import Server
+    from buoy.server.replica import Propose, Replica
 
 log = structlog.get_logger("buoy.ca")
 
@@ -91,8 +91,11 @@ class CAManager:
     """The CA on one server: initialization and pruning while it leads, configuration changes and
     leaf signing on request."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, replica: Replica, propose: Propose, datacenter: str, first_config: dict[str, Any]) -> None:
+        self.replica = replica
+        self.propose = propose  # the leader's own writes (pruning): a failure is logged and retried later
+        self.datacenter = datacenter
+        self.first_config = first_config  # the config files' connect.ca_config, validated at load
         self.bucket = TokenBucket()
         self._lock = asyncio.Lock()  # one configuration change at a time on this server
         self._task: asyncio.Task[None] | None = None
@@ -121,37 +124,34 @@ class CAManager:
             await self._prune()
 
     async def _initialize(self) -> None:
-        await self.server.barrier()  # see a root committed by an earlier leader before making one
-        store = self.server.store
+        await self.replica.barrier()  # see a root committed by an earlier leader before making one
         async with self._lock:
-            with store.lock:
-                if store.ca.active() is not None:
-                    return
-                cluster_id = store.ca.cluster_id or str(uuid.uuid4())
-            # The first configuration is the config files' connect.ca_config (validated at load), if any.
-            config, private_key, root_cert = parse_config(self.server.cfg.connect_ca_config)
+            active, known_id = self.replica.read(lambda s: (s.ca.active(), s.ca.cluster_id))
+            if active is not None:
+                return
+            cluster_id = known_id or str(uuid.uuid4())
+            config, private_key, root_cert = parse_config(self.first_config)
             loop = asyncio.get_running_loop()
             if private_key:
                 key, cert = await loop.run_in_executor(None, brought_root, private_key, root_cert, config, cluster_id)
             else:
                 key, cert = await loop.run_in_executor(None, new_root, config, cluster_id)
             doc = {"Provider": PROVIDER, "Config": config, "ForceWithoutCrossSigning": False}
-            await self.server.apply(CAInit(cluster_id=cluster_id, config=doc, root=root_row(cert, cluster_id, []),
+            await self.replica.apply(CAInit(cluster_id=cluster_id, config=doc, root=root_row(cert, cluster_id, []),
                                            key=key_pem(key)))
             log.info("mesh CA initialized", trust_domain=f"{cluster_id}.consul")
 
     async def _prune(self) -> None:
         """Forget rotated-out roots after twice the leaf TTL (Consul's rule): their leaves are gone."""
-        store = self.server.store
+        config, roots = self.replica.read(lambda s: (s.ca.config, s.ca.roots))
+        if config is None:
+            return
+        keep = 2 * seconds(config["Config"], "LeafCertTTL")
         now = time.time()
-        with store.lock:
-            if store.ca.config is None:
-                return
-            keep = 2 * seconds(store.ca.config["Config"], "LeafCertTTL")
-            gone = [r["ID"] for r in store.ca.roots if not r["Active"] and r["RotatedOutAt"] + keep < now]
+        gone = [r["ID"] for r in roots if not r["Active"] and r["RotatedOutAt"] + keep < now]
         if gone:
             log.info("pruning rotated-out CA roots", roots=gone)
-            await self.server.duties.apply(CAPrune(ids=gone))
+            await self.propose(CAPrune(ids=gone))
 
     async def configure(self, provider: str, raw: dict[str, Any], force: bool, state: Any) -> None:
         """PUT /v1/connect/ca/configuration, on whichever server got it: the new configuration, and a new
@@ -163,15 +163,12 @@ class CAManager:
             raise Failed(f'could not initialize provider: unknown CA provider "{provider}"')
         config, private_key, root_cert = parse_config(raw)
         doc = {"Provider": provider, "Config": config, "ForceWithoutCrossSigning": force}
-        await self.server.barrier()
-        store = self.server.store
+        await self.replica.barrier()
         async with self._lock:
-            with store.lock:
-                current, active = store.ca.config, store.ca.active()
-                if current is None or active is None:
-                    raise Failed("internal error: CA provider is nil")
-                current, active = dict(current), dict(active)
-                cluster_id, old_key = store.ca.cluster_id, store.ca.signing_key
+            current, active, cluster_id, old_key = self.replica.read(
+                lambda s: (s.ca.config, s.ca.active(), s.ca.cluster_id, s.ca.signing_key))
+            if current is None or active is None:
+                raise Failed("internal error: CA provider is nil")
             old_root = x509.load_pem_x509_certificate(active["RootCert"].encode())
             loop = asyncio.get_running_loop()
             if private_key:
@@ -187,11 +184,11 @@ class CAManager:
             expect = current["ModifyIndex"]
             if not rotate:
                 if current["Config"] != config:
-                    await self.server.apply(CAConfigure(expect=expect, config=doc))
+                    await self.replica.apply(CAConfigure(expect=expect, config=doc))
                 return
             cross = [] if force else [cert_pem(cross_sign(cert, old_root, load_key(old_key)))]
             root = root_row(cert, cluster_id, cross)
-            await self.server.apply(CAConfigure(expect=expect, config=doc, root=root, key=key_pem(key)))
+            await self.replica.apply(CAConfigure(expect=expect, config=doc, root=root, key=key_pem(key)))
             log.info("CA root rotated", old=active["ID"], new=root["ID"], cross_signed=not force)
 
     async def sign(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -200,14 +197,12 @@ class CAManager:
         csr_pem, service = payload.get("csr"), payload.get("service")
         if not isinstance(csr_pem, str) or not isinstance(service, str) or not service:
             raise Invalid("a CSR and the service it is for are required")
-        store = self.server.store
-        with store.lock:
-            active = store.ca.active()
-            if active is None or store.ca.config is None:
-                raise Failed(UNINITIALIZED)
-            active, key_text = dict(active), store.ca.signing_key
-            trust_domain, config, index = store.ca.trust_domain, store.ca.config["Config"], store.index
-        csr, uri = check_csr(csr_pem, service, trust_domain, self.server.cfg.datacenter)
+        active, doc, key_text, trust_domain, index = self.replica.read(
+            lambda s: (s.ca.active(), s.ca.config, s.ca.signing_key, s.ca.trust_domain, s.index))
+        if active is None or doc is None:
+            raise Failed(UNINITIALIZED)
+        config = doc["Config"]
+        csr, uri = check_csr(csr_pem, service, trust_domain, self.datacenter)
         await self.bucket.take(float(config["CSRMaxPerSecond"]))
         root, key = self._signing(active, key_text)
         if root.not_valid_after_utc < datetime.now(UTC):

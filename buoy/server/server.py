@@ -18,7 +18,7 @@ from buoy.config import Config
 from buoy.core.commands import CatalogRegister, Command, MemberAlive, MemberLeft, ServerRegister
 from buoy.core.errors import NO_LEADER, Error, NotFound, Unavailable
 from buoy.server.fsm import FSM
-from buoy.server.leader import LeaderDuties
+from buoy.server.leader import LeaderDuties, LeaderSettings
 from buoy.server.membership import Membership
 from buoy.server.raft import RaftNode
 from buoy.server.state import StateStore
@@ -38,7 +38,7 @@ class Server:
         self.hub = WatchHub(self.loop)
         self.store.notify = self.hub.notify_threadsafe
         self.membership = Membership(cfg, key)
-        self.duties = LeaderDuties(self)
+        self.duties = LeaderDuties(self, self.hub, LeaderSettings.from_config(cfg))
         self.raft: RaftNode | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_client: Client | None = None
