@@ -28,6 +28,7 @@ from buoy.config import Config
 from buoy.connect.ca import colon_hex, generate_key, key_pem
 from buoy.core.errors import Failed
 from buoy.core.spiffe import service_uri
+from buoy.core.structs import leaf as structs
 
 log = structlog.get_logger("buoy.leaf")
 
@@ -140,36 +141,30 @@ class LeafCerts:
 
     async def _issue(self, leaf: _Leaf) -> None:
         roots, _ = await self.roots.get()
-        active = _active(roots)
+        active = structs.active_root(roots)
         if active is None:
             raise Failed("CA is uninitialized and unable to sign certificates yet: no root certificate")
-        uri = service_uri(roots["TrustDomain"], self.cfg.datacenter, leaf.service)
-        # Leaves use the root's key type, as Consul's do; generating an RSA key takes long enough to matter.
-        key = await asyncio.get_running_loop().run_in_executor(
-            None, generate_key, active["PrivateKeyType"], active["PrivateKeyBits"])
+        uri = service_uri(structs.trust_domain(roots), self.cfg.datacenter, leaf.service)
+        # Generating an RSA key takes long enough to matter.
+        key = await asyncio.get_running_loop().run_in_executor(None, generate_key, *structs.key_type(active))
         csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
                .sign(key, hashes.SHA256()))
         issued = await self.call(CA_SIGN, {"csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
                                            "service": leaf.service})
-        cert = x509.load_pem_x509_certificate(issued["CertPEM"].encode())
+        cert = x509.load_pem_x509_certificate(structs.cert_pem(issued).encode())
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
         leaf.issuer_key_id = colon_hex(aki or b"")
         leaf.valid_before = cert.not_valid_after_utc.timestamp()
-        index = max(int(issued["ModifyIndex"]), leaf.cert.index + 1)
-        leaf.cert.set({
-            "SerialNumber": issued["SerialNumber"], "CertPEM": issued["CertPEM"], "PrivateKeyPEM": key_pem(key),
-            "Service": issued["Service"], "ServiceURI": issued["ServiceURI"], "ValidAfter": issued["ValidAfter"],
-            "ValidBefore": issued["ValidBefore"], "CreateIndex": index, "ModifyIndex": index,
-        }, index)
+        served = structs.issued_cert(issued, key_pem(key), leaf.cert.index)
+        leaf.cert.set(served, structs.index(served))
         start = cert.not_valid_before_utc.timestamp()
         renew_at = start + (leaf.valid_before - start) * random.uniform(*RENEW_WINDOW)
-        if self._active_key_id() not in ("", leaf.issuer_key_id):
+        if structs.active_key_id(self.roots.current.value or {}) not in ("", leaf.issuer_key_id):
             # Signed by a root that is no longer active (a rotation raced this CSR): renew soon instead.
             renew_at = time.time() + random.uniform(0, ROOT_CHANGE_SPREAD)
         self._schedule(leaf, renew_at - time.time())
-        log.info("leaf certificate issued", service=leaf.service, serial=issued["SerialNumber"],
-                 valid_before=issued["ValidBefore"])
+        log.info("leaf certificate issued", service=leaf.service, **structs.summary(issued))
 
     def _schedule(self, leaf: _Leaf, delay: float) -> None:
         if leaf.timer is not None:
@@ -197,17 +192,13 @@ class LeafCerts:
                 log.warning("leaf certificate renewal failed, retrying", service=leaf.service, error=str(e))
                 await asyncio.sleep(_backoff(failures))
 
-    def _active_key_id(self) -> str:
-        active = _active(self.roots.current.value or {})
-        return active["SigningKeyID"] if active else ""
-
     def _roots_changed(self, roots: dict[str, Any]) -> None:
         """A new active root: renew, soon, every leaf another root signed."""
-        active = _active(roots)
-        if active is None:
+        if structs.active_root(roots) is None:
             return
+        key_id = structs.active_key_id(roots)
         for leaf in self._leaves.values():
-            if leaf.cert.value is not None and leaf.issuer_key_id != active["SigningKeyID"]:
+            if leaf.cert.value is not None and leaf.issuer_key_id != key_id:
                 self._schedule(leaf, random.uniform(0, ROOT_CHANGE_SPREAD))
 
     async def stop(self) -> None:
@@ -220,10 +211,6 @@ class LeafCerts:
                 leaf.renewing.cancel()
             leaf.cert.wake()
         await self.roots.stop()
-
-
-def _active(roots: dict[str, Any]) -> dict[str, Any] | None:
-    return next((r for r in roots.get("Roots") or () if r["ID"] == roots.get("ActiveRootID")), None)
 
 
 def _backoff(failures: int) -> float:

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from buoy.core.errors import Invalid
+from buoy.core.structs import local as structs
+from buoy.core.structs.catalog import check_id, check_service_id, service_id
 
-FORMAT_VERSION = 1
 STATUS_FLUSH = 2.0
 
 
@@ -38,11 +39,7 @@ class LocalState:
     def load(self) -> None:
         if self._path is None or not self._path.exists():
             return
-        data = orjson.loads(self._path.read_bytes())
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{self._path}: unsupported format {data.get('version')!r}")
-        self.services = {s["ID"]: s for s in data["services"]}
-        self.checks = {c["CheckID"]: c for c in data["checks"]}
+        self.services, self.checks = structs.restore(orjson.loads(self._path.read_bytes()), str(self._path))
 
     def _changed(self) -> None:
         # Whatever removed a service or check (API, reload, its service going) ends its config ownership.
@@ -61,10 +58,9 @@ class LocalState:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.write(orjson.dumps({
-                "version": FORMAT_VERSION,
-                "services": [s for sid, s in self.services.items() if sid not in self.config_services],
-                "checks": [c for cid, c in self.checks.items() if cid not in self.config_checks]}))
+            f.write(orjson.dumps(structs.persisted(
+                (s for sid, s in self.services.items() if sid not in self.config_services),
+                (c for cid, c in self.checks.items() if cid not in self.config_checks))))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._path)
@@ -72,46 +68,44 @@ class LocalState:
     def add_service(self, svc: dict[str, Any], checks: list[dict[str, Any]]) -> None:
         """Register or replace a service; a re-registration keeps the status of checks it still has."""
         for check in checks:
-            old = self.checks.get(check["CheckID"])
-            if old is not None and old["ServiceID"] != svc["ID"]:
-                raise Invalid(f"Check ID {check['CheckID']!r} belongs to another service")
-        self.services[svc["ID"]] = svc
+            old = self.checks.get(check_id(check))
+            if old is not None and check_service_id(old) != service_id(svc):
+                raise Invalid(f"Check ID {check_id(check)!r} belongs to another service")
+        self.services[service_id(svc)] = svc
         for check in checks:
             self._put_check(check)
         self._changed()
 
-    def remove_service(self, service_id: str) -> bool:
-        if self.services.pop(service_id, None) is None:
+    def remove_service(self, sid: str) -> bool:
+        if self.services.pop(sid, None) is None:
             return False
-        for cid in [cid for cid, c in self.checks.items() if c["ServiceID"] == service_id]:
+        for cid in [cid for cid, c in self.checks.items() if check_service_id(c) == sid]:
             del self.checks[cid]
         self._changed()
         return True
 
     def add_check(self, check: dict[str, Any]) -> None:
-        if check["ServiceID"] and check["ServiceID"] not in self.services:
-            raise Invalid(f"ServiceID {check['ServiceID']!r} does not exist")
+        sid = check_service_id(check)
+        if sid and sid not in self.services:
+            raise Invalid(f"ServiceID {sid!r} does not exist")
         self._put_check(check)
         self._changed()
 
     def _put_check(self, check: dict[str, Any]) -> None:
-        old = self.checks.get(check["CheckID"])
-        if old is not None and old["Definition"] == check["Definition"]:
-            # Same check registered again: keep what it has reported so far.
-            check = dict(check, Status=old["Status"], Output=old["Output"])
-        self.checks[check["CheckID"]] = check
+        cid = check_id(check)
+        self.checks[cid] = structs.keep_status(check, self.checks.get(cid))
 
-    def remove_check(self, check_id: str) -> bool:
-        if self.checks.pop(check_id, None) is None:
+    def remove_check(self, cid: str) -> bool:
+        if self.checks.pop(cid, None) is None:
             return False
         self._changed()
         return True
 
-    def set_status(self, check_id: str, status: str, output: str) -> None:
-        check = self.checks[check_id]
-        if check["Status"] == status and check["Output"] == output:
+    def set_status(self, cid: str, status: str, output: str) -> None:
+        new = structs.reported(self.checks[cid], status, output)
+        if new is None:
             return
-        self.checks[check_id] = dict(check, Status=status, Output=output)
+        self.checks[cid] = new
         if self._path is not None and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(STATUS_FLUSH, self.flush)
         self._on_change()

@@ -4,7 +4,6 @@ and keeps the catalog in step (AntiEntropy). The HTTP endpoints under /v1/agent 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -18,7 +17,17 @@ from buoy.agent.sync import AntiEntropy, Catalog
 from buoy.agent.versioned import Versioned
 from buoy.config import Config, ConfigError
 from buoy.core.errors import Error, Failed, NotFound
-from buoy.core.structs.definitions import SIDECAR_PORTS, SIDECAR_SUFFIX, ServiceDef, sidecar_checks
+from buoy.core.structs.catalog import check_id, check_service_id, service_id, service_port, status
+from buoy.core.structs.definitions import (
+    SIDECAR_SUFFIX,
+    ServiceDef,
+    check_kind,
+    complete_sidecar,
+    proxies,
+    reap_after,
+    ttl,
+)
+from buoy.core.structs.local import maintenance_check, maintenance_id, same_but_status
 from buoy.durations import parse_duration
 
 log = structlog.get_logger("buoy.node")
@@ -65,140 +74,117 @@ class NodeAgent:
 
     def _run(self, check: dict[str, Any]) -> None:
         """Start (or restart) whatever keeps this check's status current."""
-        cid, kind = check["CheckID"], check["Type"]
+        cid, kind = check_id(check), check_kind(check)
         self._halt(cid)
         if kind == "ttl":
-            self.ttl.arm(cid, check["Definition"]["TTL"])
+            self.ttl.arm(cid, ttl(check))
         elif kind == "alias" or kind in PROBED:
             runner = (AliasCheck(check, self.cfg.http_addr, self.cfg.node_name, self._checked) if kind == "alias"
                       else ProbeCheck(check, PROBED[kind], self._checked))
             self._runners[cid] = asyncio.get_running_loop().create_task(runner.run())
         self._watch_critical(check)
 
-    def _halt(self, check_id: str) -> None:
-        self.ttl.disarm(check_id)
-        task = self._runners.pop(check_id, None)
+    def _halt(self, cid: str) -> None:
+        self.ttl.disarm(cid)
+        task = self._runners.pop(cid, None)
         if task is not None:
             task.cancel()
-        self._forget_critical(check_id)
+        self._forget_critical(cid)
 
     def _watch_critical(self, check: dict[str, Any]) -> None:
         """Consul's reaper: a service whose check has stayed critical for longer than the check's
         DeregisterCriticalServiceAfter is deregistered, checks and all. One timer per critical check,
         started when it turns critical and dropped when it leaves that state."""
-        cid, sid = check["CheckID"], check["ServiceID"]
-        after = check["Definition"].get("DeregisterCriticalServiceAfter")
-        if not (after and sid and check["Status"] == "critical"):
+        cid, sid = check_id(check), check_service_id(check)
+        after = reap_after(check)
+        if not (after and sid and status(check) == "critical"):
             self._forget_critical(cid)
         elif cid not in self._reapers:
             self._reapers[cid] = asyncio.get_running_loop().call_later(
                 parse_duration(after), self._reap, cid, sid, after)
 
-    def _forget_critical(self, check_id: str) -> None:
-        timer = self._reapers.pop(check_id, None)
+    def _forget_critical(self, cid: str) -> None:
+        timer = self._reapers.pop(cid, None)
         if timer is not None:
             timer.cancel()
 
-    def _reap(self, check_id: str, service_id: str, after: str) -> None:
-        self._reapers.pop(check_id, None)
-        if service_id in self.local.services:
-            log.info("deregistering a service whose check stayed critical", service=service_id, check=check_id,
+    def _reap(self, cid: str, sid: str, after: str) -> None:
+        self._reapers.pop(cid, None)
+        if sid in self.local.services:
+            log.info("deregistering a service whose check stayed critical", service=sid, check=cid,
                      after=after)
-            self.deregister_service(service_id)
+            self.deregister_service(sid)
 
     # ---- services and checks -----------------------------------------------------------------------
 
     def register_service(self, svc: dict[str, Any], checks: list[dict[str, Any]]) -> None:
         gone = [cid for cid, c in self.local.checks.items()
-                if c["ServiceID"] == svc["ID"] and cid not in {ch["CheckID"] for ch in checks}]
+                if check_service_id(c) == service_id(svc) and cid not in {check_id(ch) for ch in checks}]
         self.local.add_service(svc, checks)
         for cid in gone:  # a re-registration replaces the service's checks, as Consul does
             self.deregister_check(cid)
         for check in checks:
-            self._run(self.local.checks[check["CheckID"]])
+            self._run(self.local.checks[check_id(check)])
 
     def register(self, svc: dict[str, Any], checks: list[dict[str, Any]], sidecar: ServiceDef | None) -> None:
         """A service definition and the sidecar it asks for (completed first, so a failure registers nothing)."""
-        side = self.complete_sidecar(sidecar) if sidecar is not None else None
+        side = complete_sidecar(sidecar, self.local.services) if sidecar is not None else None
         self.register_service(svc, checks)
         if side is not None:
             self.register_service(*side)
 
-    def complete_sidecar(self, sidecar: ServiceDef, taken: Collection[int] = ()) -> ServiceDef:
-        """Give a sidecar without a port the first free one of the range (keeping the one it already has, as
-        Consul does, so a re-registration or reload does not move it), and Consul's default checks when it
-        defines none. ``taken``: ports given to other sidecars not registered yet."""
-        svc, checks = sidecar
-        if not svc["Port"]:
-            old = self.local.services.get(svc["ID"])
-            used = {s["Port"] for s in self.local.services.values()} | set(taken)
-            port = old["Port"] if old is not None and old["Port"] in SIDECAR_PORTS else next(
-                (p for p in SIDECAR_PORTS if p not in used), None)
-            if port is None:
-                raise Failed("no port provided for sidecar_service and none left in the configured range "
-                                     f"[{SIDECAR_PORTS.start}, {SIDECAR_PORTS.stop - 1}]")
-            svc = dict(svc, Port=port)
-        return svc, checks or sidecar_checks(svc)
-
-    def deregister_service(self, service_id: str) -> None:
+    def deregister_service(self, sid: str) -> None:
         """Remove a service with its checks, and its sidecar with it (Consul removes the sidecars it made)."""
-        checks = [cid for cid, c in self.local.checks.items() if c["ServiceID"] == service_id]
-        side = self.local.services.get(service_id + SIDECAR_SUFFIX)
-        if not self.local.remove_service(service_id):
-            raise NotFound(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
+        checks = [cid for cid, c in self.local.checks.items() if check_service_id(c) == sid]
+        side = self.local.services.get(sid + SIDECAR_SUFFIX)
+        if not self.local.remove_service(sid):
+            raise NotFound(f'Unknown service ID "{sid}". Ensure that the service ID is passed, '
                                  "not the service name.")
         for cid in checks:
             self._halt(cid)
-        if side is not None and side.get("Proxy", {}).get("DestinationServiceID") == service_id:
-            self.deregister_service(side["ID"])
+        if side is not None and proxies(side, sid):
+            self.deregister_service(service_id(side))
 
     def register_check(self, check: dict[str, Any]) -> None:
         self.local.add_check(check)
-        self._run(self.local.checks[check["CheckID"]])
+        self._run(self.local.checks[check_id(check)])
 
-    def deregister_check(self, check_id: str) -> None:
-        if not self.local.remove_check(check_id):
-            raise NotFound(f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
+    def deregister_check(self, cid: str) -> None:
+        if not self.local.remove_check(cid):
+            raise NotFound(f'Unknown check ID "{cid}". Ensure that the check ID is passed, '
                                  "not the check name.")
-        self._halt(check_id)
+        self._halt(cid)
 
-    def report(self, check_id: str, status: str, output: str) -> None:
+    def report(self, cid: str, verdict: str, output: str) -> None:
         """A TTL check's report (pass/warn/fail/update): new status, and the countdown starts again."""
-        check = self.local.checks.get(check_id)
+        check = self.local.checks.get(cid)
         if check is None:
-            raise NotFound(f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
+            raise NotFound(f'Unknown check ID "{cid}". Ensure that the check ID is passed, '
                                  "not the check name.")
-        if check["Type"] != "ttl":
-            raise Failed(f"Check {check_id!r} is not a TTL check: its status comes from its probe")
-        self.local.set_status(check_id, status, output)
-        self.ttl.arm(check_id, check["Definition"]["TTL"])
-        self._watch_critical(self.local.checks[check_id])
+        if check_kind(check) != "ttl":
+            raise Failed(f"Check {cid!r} is not a TTL check: its status comes from its probe")
+        self.local.set_status(cid, verdict, output)
+        self.ttl.arm(cid, ttl(check))
+        self._watch_critical(self.local.checks[cid])
 
-    def set_maintenance(self, service_id: str | None, enable: bool, reason: str) -> None:
+    def set_maintenance(self, target: str | None, enable: bool, reason: str) -> None:
         """Consul's maintenance mode: a check in state ``maintenance`` takes the service (or, without a
         service, the whole node) out of healthy results until it is disabled; it persists like any check."""
-        if service_id is not None and service_id not in self.local.services:
-            raise NotFound(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
+        if target is not None and target not in self.local.services:
+            raise NotFound(f'Unknown service ID "{target}". Ensure that the service ID is passed, '
                                  "not the service name.")
-        cid = f"_service_maintenance:{service_id}" if service_id is not None else "_node_maintenance"
+        cid = maintenance_id(target)
         if not enable:
             if cid in self.local.checks:
                 self.local.remove_check(cid)
             return
-        what = "service" if service_id is not None else "node"
-        self.local.add_check({
-            "CheckID": cid, "Name": f"{what.capitalize()} Maintenance Mode", "Status": "maintenance",
-            "Notes": reason or f"Maintenance mode is enabled for this {what}, but no reason was provided. "
-                               "This is a default message.",
-            "Output": "", "ServiceID": service_id or "", "Type": "maintenance", "Interval": "", "Timeout": "",
-            "ExposedPort": 0, "Definition": {},
-        })
+        self.local.add_check(maintenance_check(target, reason))
 
-    def _checked(self, check_id: str, status: str, output: str) -> None:
+    def _checked(self, cid: str, verdict: str, output: str) -> None:
         """A runner's verdict (TTL lapse or probe result); ignored once the check is gone."""
-        if check_id in self.local.checks:
-            self.local.set_status(check_id, status, output)
-            self._watch_critical(self.local.checks[check_id])
+        if cid in self.local.checks:
+            self.local.set_status(cid, verdict, output)
+            self._watch_critical(self.local.checks[cid])
 
     # ---- config files --------------------------------------------------------------------------------
 
@@ -215,42 +201,44 @@ class NodeAgent:
             services.append((svc, svc_checks))
             if sidecar is not None:
                 try:
-                    services.append(self.complete_sidecar(sidecar, taken))
+                    services.append(complete_sidecar(sidecar, local.services, taken))
                 except Error as e:
-                    raise ConfigError(f"service {svc['ID']!r}: {e.message}") from None
-                taken.add(services[-1][0]["Port"])
-        ids = {svc["ID"] for svc, _ in services}
+                    raise ConfigError(f"service {service_id(svc)!r}: {e.message}") from None
+                taken.add(service_port(services[-1][0]))
+        ids = {service_id(svc) for svc, _ in services}
         targets = ids | (local.services.keys() - local.config_services)
         owners: dict[str, str] = {}  # check ID -> its service in the files
-        for cid, sid in [(c["CheckID"], svc["ID"]) for svc, cs in services for c in cs] + [
-                (c["CheckID"], c["ServiceID"]) for c in checks]:
+        for cid, sid in [(check_id(c), service_id(svc)) for svc, cs in services for c in cs] + [
+                (check_id(c), check_service_id(c)) for c in checks]:
             if sid and sid not in targets:
                 raise ConfigError(f'check "{cid}": ServiceID "{sid}" does not exist')
             old = local.checks.get(cid)
             if owners.setdefault(cid, sid) != sid or (
-                    old is not None and cid not in local.config_checks and old["ServiceID"] != sid):
+                    old is not None and cid not in local.config_checks and check_service_id(old) != sid):
                 raise ConfigError(f'check "{cid}": the check ID is already used for another service')
 
         def current(row: dict[str, Any]) -> bool:
-            old = local.checks.get(row["CheckID"]) if row["CheckID"] in local.config_checks else None
-            return old is not None and dict(old, Status=row["Status"], Output=row["Output"]) == row
+            cid = check_id(row)
+            return same_but_status(local.checks.get(cid) if cid in local.config_checks else None, row)
 
         for sid in sorted(local.config_services - ids):
             if sid in local.services:  # a sidecar is gone already if its service went first
                 self.deregister_service(sid)
         for cid in sorted(local.config_checks):
-            if owners.get(cid) != local.checks[cid]["ServiceID"]:  # gone from the files, or moved
+            if owners.get(cid) != check_service_id(local.checks[cid]):  # gone from the files, or moved
                 self.deregister_check(cid)
         for svc, svc_checks in services:
-            if svc["ID"] not in local.config_services or local.services[svc["ID"]] != svc or not all(
+            sid = service_id(svc)
+            if sid not in local.config_services or local.services[sid] != svc or not all(
                     current(c) for c in svc_checks):
-                local.config_services.add(svc["ID"])
-                local.config_checks.update(c["CheckID"] for c in svc_checks)
+                local.config_services.add(sid)
+                local.config_checks.update(check_id(c) for c in svc_checks)
                 self.register_service(svc, svc_checks)
         for check in checks:
             if not current(check):
-                local.config_checks.add(check["CheckID"])
+                local.config_checks.add(check_id(check))
                 self.register_check(check)
         # An API check on a config service that left the files while the agent was down (it was persisted).
-        for cid in [cid for cid, c in local.checks.items() if c["ServiceID"] and c["ServiceID"] not in local.services]:
+        for cid in [cid for cid, c in local.checks.items()
+                    if check_service_id(c) and check_service_id(c) not in local.services]:
             self.deregister_check(cid)

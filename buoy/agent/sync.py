@@ -22,6 +22,8 @@ from buoy.api.client import ClientError
 from buoy.config import Config
 from buoy.core.commands import CatalogDeregister, CatalogRegister, Command
 from buoy.core.errors import Error
+from buoy.core.structs import catalog as structs
+from buoy.core.structs.session import SERF_HEALTH
 
 log = structlog.get_logger("buoy.sync")
 OUTPUT_UPDATE_INTERVAL = 300.0
@@ -29,8 +31,7 @@ RETRY_AFTER = 1.0
 SCALE_THRESHOLD = 128
 SYNC_CONCURRENCY = 32  # writes in flight during one sync
 SERVER_OWNED_SERVICES = frozenset({"consul"})
-SERVER_OWNED_CHECKS = frozenset({"serfHealth"})
-_CHECK_KEYS = ("Name", "Status", "Notes", "Output", "ServiceID", "Type", "Interval", "Timeout", "Definition")
+SERVER_OWNED_CHECKS = frozenset({SERF_HEALTH})
 
 
 class Catalog(Protocol):
@@ -95,24 +96,23 @@ class AntiEntropy:
             self._services, self._checks = await self.catalog.node_view(node)
         base = self.cfg.identity(self.node_id).node()
         await self._apply_all([
-            (CatalogRegister(reg=dict(base, Service=svc)), self._services, sid, svc)
+            (CatalogRegister(reg=structs.service_registration(base, svc)), self._services, sid, svc)
             for sid, svc in list(self.local.services.items())
-            if (remote := self._services.get(sid)) is None or any(remote.get(k) != v for k, v in svc.items())])
+            if not structs.service_in_sync(self._services.get(sid), svc)])
         now = time.monotonic()
         changed = []
         for cid, check in list(self.local.checks.items()):
             remote = self._checks.get(cid)
-            if remote is not None and all(remote.get(k) == check[k] for k in _CHECK_KEYS):
+            if structs.check_in_sync(remote, check):
                 continue
-            only_output = remote is not None and all(
-                remote.get(k) == check[k] for k in _CHECK_KEYS if k != "Output")
+            only_output = structs.check_in_sync(remote, check, but_output=True)
             if only_output and now - self._output_pushed.get(cid, 0.0) < OUTPUT_UPDATE_INTERVAL:
                 continue
             self._output_pushed[cid] = now
-            changed.append(dict(check, Node=node))
+            changed.append(structs.node_check(check, node))
         if changed:
-            await self.catalog.apply(CatalogRegister(reg=dict(base, Checks=changed)))
-            self._checks.update((c["CheckID"], c) for c in changed)
+            await self.catalog.apply(CatalogRegister(reg=structs.checks_registration(base, changed)))
+            self._checks.update((structs.check_id(c), c) for c in changed)
         await self._apply_all([
             (CatalogDeregister(node=node, service_id=sid), self._services, sid, None)
             for sid in list(self._services)
@@ -121,9 +121,10 @@ class AntiEntropy:
             (CatalogDeregister(node=node, check_id=cid), self._checks, cid, None)
             for cid, check in list(self._checks.items())
             if cid not in self.local.checks and cid not in SERVER_OWNED_CHECKS and
-            (not check["ServiceID"] or check["ServiceID"] in self.local.services)])
+            (not structs.check_service_id(check) or structs.check_service_id(check) in self.local.services)])
         # A deregistered service takes its checks with it.
-        for cid in [cid for cid, c in self._checks.items() if c["ServiceID"] and c["ServiceID"] not in self._services]:
+        for cid in [cid for cid, c in self._checks.items()
+                    if structs.check_service_id(c) and structs.check_service_id(c) not in self._services]:
             del self._checks[cid]
 
     async def _apply_all(self, writes: list[tuple[Command, dict[str, Any], str, Any]]) -> None:

@@ -24,6 +24,7 @@ from buoy.connect.metrics import Metrics
 from buoy.connect.public import PublicListener
 from buoy.connect.tls import Contexts, build
 from buoy.connect.upstream import UpstreamListener, instances
+from buoy.core.structs.definitions import proxies
 
 log = structlog.get_logger("buoy.proxy")
 
@@ -35,8 +36,7 @@ class SidecarNotFound(Exception):
 async def find_sidecar(client: Client, service_id: str) -> str:
     """The ID of the connect-proxy registered on this agent for ``service_id``, with Consul's errors."""
     services = (await client.get("/v1/agent/services")).json() or {}
-    ids = sorted(sid for sid, s in services.items() if s.get("Kind") == "connect-proxy"
-                 and (s.get("Proxy") or {}).get("DestinationServiceID") == service_id)
+    ids = sorted(sid for sid, s in services.items() if proxies(s, service_id))
     if not ids:
         raise SidecarNotFound(f"No sidecar proxy registered for {service_id}")
     if len(ids) > 1:

@@ -168,6 +168,60 @@ def connect_name(svc: dict[str, Any]) -> str | None:
     return svc["Service"] if (svc.get("Connect") or {}).get("Native") else None
 
 
+# ---- the agent's rows: its services and checks, and what anti-entropy registers of them ----------------
+
+# What anti-entropy compares of a check: all of it but what the catalog adds (Node, the service's name and
+# tags, the indexes).
+SYNCED_CHECK_FIELDS = ("Name", "Status", "Notes", "Output", "ServiceID", "Type", "Interval", "Timeout",
+                       "Definition")
+
+
+def service_id(svc: dict[str, Any]) -> str:
+    return str(svc["ID"])
+
+
+def service_port(svc: dict[str, Any]) -> int:
+    return int(svc["Port"])
+
+
+def check_id(check: dict[str, Any]) -> str:
+    return str(check["CheckID"])
+
+
+def check_service_id(check: dict[str, Any]) -> str:
+    """The ID of the service the check belongs to, empty for a check of the node itself."""
+    return str(check["ServiceID"])
+
+
+def status(check: dict[str, Any]) -> str:
+    return str(check["Status"])
+
+
+def service_in_sync(remote: dict[str, Any] | None, svc: dict[str, Any]) -> bool:
+    """Whether the catalog's row holds every field of the agent's (it adds its indexes)."""
+    return remote is not None and all(remote.get(k) == v for k, v in svc.items())
+
+
+def check_in_sync(remote: dict[str, Any] | None, check: dict[str, Any], but_output: bool = False) -> bool:
+    """Whether the catalog's row matches the agent's check; ``but_output``: in everything but its output."""
+    return remote is not None and all(remote.get(k) == check[k] for k in SYNCED_CHECK_FIELDS
+                                      if not (but_output and k == "Output"))
+
+
+def service_registration(node: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
+    """The RegisterRequest for one of the agent's services; ``node`` is the node's own part of it."""
+    return dict(node, Service=svc)
+
+
+def checks_registration(node: dict[str, Any], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(node, Checks=checks)
+
+
+def node_check(check: dict[str, Any], node: str) -> dict[str, Any]:
+    """The agent's check as registered for its node."""
+    return dict(check, Node=node)
+
+
 # ---- matching -----------------------------------------------------------------------------------------
 
 

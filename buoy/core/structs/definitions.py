@@ -6,10 +6,11 @@ Field names match case-insensitively and in snake_case too, as Consul's agent en
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from buoy.core.decode import DecodeFailed, Fields
-from buoy.core.errors import Invalid
+from buoy.core.errors import Failed, Invalid
 from buoy.durations import format_duration
 
 SERVICE_FIELDS = {"ID", "Name", "Tags", "Address", "TaggedAddresses", "Meta", "Port", "Kind", "Weights",
@@ -284,6 +285,50 @@ def sidecar_checks(svc: dict[str, Any]) -> list[dict[str, Any]]:
     raw = [{"Name": "Connect Sidecar Listening", "TCP": f"{host}:{svc['Port']}", "Interval": "10s"},
            {"Name": f"Connect Sidecar Aliasing {parent}", "AliasService": parent}]
     return [parse_check(r, SIDECAR, svc["ID"], f"service:{svc['ID']}:{i + 1}") for i, r in enumerate(raw)]
+
+
+def complete_sidecar(sidecar: ServiceDef, services: Mapping[str, dict[str, Any]],
+                     taken: Collection[int] = ()) -> ServiceDef:
+    """Give a sidecar without a port the first free one of the range (keeping the one it already has among
+    ``services``, the agent's, as Consul does, so a re-registration or reload does not move it), and Consul's
+    default checks when it defines none. ``taken``: ports given to other sidecars not registered yet."""
+    svc, checks = sidecar
+    if not svc["Port"]:
+        old = services.get(svc["ID"])
+        used = {s["Port"] for s in services.values()} | set(taken)
+        port = old["Port"] if old is not None and old["Port"] in SIDECAR_PORTS else next(
+            (p for p in SIDECAR_PORTS if p not in used), None)
+        if port is None:
+            raise Failed("no port provided for sidecar_service and none left in the configured range "
+                         f"[{SIDECAR_PORTS.start}, {SIDECAR_PORTS.stop - 1}]")
+        svc = dict(svc, Port=port)
+    return svc, checks or sidecar_checks(svc)
+
+
+def proxies(svc: dict[str, Any], service_id: str) -> bool:
+    """Whether ``svc`` is a connect-proxy for the service ``service_id``."""
+    return svc.get("Kind") == CONNECT_PROXY and (svc.get("Proxy") or {}).get("DestinationServiceID") == service_id
+
+
+def check_kind(check: dict[str, Any]) -> str:
+    """``ttl``, ``alias``, ``maintenance`` or the kind of probe that runs the check."""
+    return str(check["Type"])
+
+
+def definition(check: dict[str, Any]) -> dict[str, Any]:
+    """What the check's runner needs, as parse_check validated it."""
+    d: dict[str, Any] = check["Definition"]
+    return d
+
+
+def ttl(check: dict[str, Any]) -> str:
+    return str(check["Definition"]["TTL"])
+
+
+def reap_after(check: dict[str, Any]) -> str | None:
+    """How long the check may stay critical before its service is deregistered, if it says."""
+    after: str | None = check["Definition"].get("DeregisterCriticalServiceAfter")
+    return after
 
 
 def parse_service(data: Any, scripts: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], ServiceDef | None]:
