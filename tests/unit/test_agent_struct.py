@@ -1,8 +1,20 @@
-"""The /v1/agent/self body built from plain values: Consul's key order, and what a client agent shows."""
+"""The agent's own endpoints' shapes: /v1/agent/self built from plain values, a local check, a service's
+aggregated health and a check update."""
 
 from __future__ import annotations
 
-from buoy.core.structs.agent import AgentSettings, alive_member, self_body
+import pytest
+
+from buoy.core.errors import Invalid
+from buoy.core.structs.agent import (
+    AgentSettings,
+    alive_member,
+    local_check,
+    parse_check_update,
+    self_body,
+    service_health,
+    worst_status,
+)
 from buoy.core.structs.member import NodeIdentity
 
 
@@ -36,3 +48,30 @@ def test_a_client_agent_shows_no_raft_port() -> None:
 
 def test_an_agent_knows_itself_alive() -> None:
     assert alive_member(_settings(server=False).identity)["Status"] == "alive"
+
+
+def test_a_service_counts_its_own_and_the_node_checks() -> None:
+    checks = [{"CheckID": "mine", "ServiceID": "web-1", "Status": "warning"},
+              {"CheckID": "node", "ServiceID": "", "Status": "passing"},
+              {"CheckID": "other", "ServiceID": "db-1", "Status": "critical"}]
+    worst, body = service_health({"ID": "web-1", "Service": "web"}, checks)
+    assert worst == body["AggregatedStatus"] == "warning"
+    assert [c["CheckID"] for c in body["Checks"]] == ["mine", "node"]
+
+
+def test_maintenance_is_the_worst_state_and_no_checks_pass() -> None:
+    assert worst_status(["critical", "maintenance", "passing"]) == "maintenance"
+    assert worst_status([]) == "passing"
+
+
+def test_a_local_check_carries_its_node_and_service() -> None:
+    services = {"web-1": {"ID": "web-1", "Service": "web", "Tags": ["a"]}}
+    out = local_check({"CheckID": "c", "ServiceID": "web-1"}, "n1", services)
+    assert (out["Node"], out["ServiceName"], out["ServiceTags"]) == ("n1", "web", ["a"])
+    assert local_check({"CheckID": "c", "ServiceID": ""}, "n1", services)["ServiceName"] == ""
+
+
+def test_a_check_update_needs_a_known_status() -> None:
+    assert parse_check_update({"status": "passing", "Output": "ok"}) == ("passing", "ok")
+    with pytest.raises(Invalid, match="Invalid check status: 'up'"):
+        parse_check_update({"Status": "up"})

@@ -1,14 +1,23 @@
-"""What ``/v1/agent/self`` says about an agent (Consul's ``Self``): its ``Config``, the ``DebugConfig``
-subset clients read, its ``Member`` entry, its ``Stats`` and ``Meta``. py-consul and the CLI read this
-body, so its shape is Consul's; the values come in plain, since core cannot read ``buoy.config``."""
+"""An agent as its own endpoints show it. ``/v1/agent/self`` (Consul's ``Self``): its ``Config``, the
+``DebugConfig`` subset clients read, its ``Member`` entry, its ``Stats`` and ``Meta``; py-consul and the CLI
+read this body, and its values come in plain, since core cannot read ``buoy.config``. And the agent's own
+services and checks: as ``/v1/agent/services`` and ``/v1/agent/checks`` list them, a check update's body, and
+a service's aggregated health (Consul's ``AgentServiceChecksInfo``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from buoy.core.structs import member
+from buoy.core.decode import Fields
+from buoy.core.errors import Invalid
+from buoy.core.structs import catalog, member
+from buoy.core.structs.definitions import STATES
 from buoy.core.structs.member import ALIVE, NodeIdentity
+
+# How bad each check state is, for a service's aggregated health: maintenance outranks critical.
+_SEVERITY = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
 
 
 @dataclass(frozen=True)
@@ -52,3 +61,43 @@ def self_body(agent: AgentSettings, stats: dict[str, dict[str, str]]) -> dict[st
         "Meta": {"consul-network-segment": "", "buoy-version": agent.buoy_version},
         "xDS": None,
     }
+
+
+def local_service(svc: dict[str, Any], datacenter: str) -> dict[str, Any]:
+    """A service of this agent as ``/v1/agent/services`` shows it."""
+    return dict(svc, Datacenter=datacenter)
+
+
+def hashed_service(svc: dict[str, Any], digest: str) -> dict[str, Any]:
+    """A service as ``/v1/agent/service/:id`` shows it, with the hash of its content that ``?hash`` blocks on."""
+    return dict(svc, ContentHash=digest)
+
+
+def local_check(check: dict[str, Any], node: str, services: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """A check of this agent as ``/v1/agent/checks`` shows it, with its node and its service's name and tags."""
+    return catalog.with_service(dict(check, Node=node), services.get(check["ServiceID"]))
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    return max(statuses, key=_SEVERITY.__getitem__, default="passing")
+
+
+def service_health(service: dict[str, Any], checks: Iterable[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """A service's aggregated status and its ``/v1/agent/health/service`` body: the node's own checks count
+    against every service, as in Consul."""
+    mine = [c for c in checks if c["ServiceID"] in ("", service["ID"])]
+    worst = worst_status(c["Status"] for c in mine)
+    return worst, {"AggregatedStatus": worst, "Service": service, "Checks": mine}
+
+
+def named(svc: dict[str, Any], name: str) -> bool:
+    return bool(svc["Service"] == name)
+
+
+def parse_check_update(body: Any) -> tuple[str, str]:
+    """The status and output of a ``/v1/agent/check/update`` body (Consul's ``checkUpdate``)."""
+    f = Fields(body, "Request", {"Status", "Output"})
+    status = f.str("Status")
+    if status not in STATES:
+        raise Invalid(f"Invalid check status: {status!r}")
+    return status, f.str("Output")
