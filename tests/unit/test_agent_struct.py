@@ -1,5 +1,5 @@
 """The agent's own endpoints' shapes: /v1/agent/self built from plain values, a local check, a service's
-aggregated health and a check update."""
+aggregated health, a check update and an authorize request."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from buoy.core.errors import Invalid
 from buoy.core.structs.agent import (
     AgentSettings,
     alive_member,
+    authorize_response,
     local_check,
+    parse_authorize,
     parse_check_update,
     self_body,
     service_health,
@@ -75,3 +77,20 @@ def test_a_check_update_needs_a_known_status() -> None:
     assert parse_check_update({"status": "passing", "Output": "ok"}) == ("passing", "ok")
     with pytest.raises(Invalid, match="Invalid check status: 'up'"):
         parse_check_update({"Status": "up"})
+
+
+def test_authorize_names_the_target_and_the_client_service() -> None:
+    target, client = parse_authorize({"Target": "db", "ClientCertURI": "spiffe://t.consul/ns/default/dc/dc1/svc/web"})
+    assert (target, client.service, client.namespace) == ("db", "web", "default")
+    assert authorize_response(True, "ok") == {"Authorized": True, "Reason": "ok"}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"ClientCertURI": "spiffe://t.consul/ns/default/dc/dc1/svc/web"}, "Target service must be specified"),
+    ({"Target": "db", "ClientCertURI": "spiffe://t.consul/agent/client/dc/dc1/id/x"},
+     "ClientCertURI not a valid Service identifier"),
+    ({"Target": "db", "ClientCertURI": "https://example.com"}, "ClientCertURI not a valid Connect identifier"),
+])
+def test_authorize_refuses_what_names_no_service(body: dict[str, str], message: str) -> None:
+    with pytest.raises(Invalid, match=message):
+        parse_authorize(body)

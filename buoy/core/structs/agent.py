@@ -2,7 +2,8 @@
 ``DebugConfig`` subset clients read, its ``Member`` entry, its ``Stats`` and ``Meta``; py-consul and the CLI
 read this body, and its values come in plain, since core cannot read ``buoy.config``. And the agent's own
 services and checks: as ``/v1/agent/services`` and ``/v1/agent/checks`` list them, a check update's body, and
-a service's aggregated health (Consul's ``AgentServiceChecksInfo``)."""
+a service's aggregated health (Consul's ``AgentServiceChecksInfo``). And ``/v1/agent/connect/authorize``'s
+question and answer (Consul's ``ConnectAuthorizeRequest``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from buoy.core.decode import Fields
 from buoy.core.errors import Invalid
+from buoy.core.spiffe import NotAService, SpiffeService, parse_spiffe
 from buoy.core.structs import catalog, member
 from buoy.core.structs.definitions import STATES
 from buoy.core.structs.member import ALIVE, NodeIdentity
@@ -101,3 +103,25 @@ def parse_check_update(body: Any) -> tuple[str, str]:
     if status not in STATES:
         raise Invalid(f"Invalid check status: {status!r}")
     return status, f.str("Output")
+
+
+def parse_authorize(body: Any) -> tuple[str, SpiffeService]:
+    """The target service and the client certificate's service of an authorize request. The certificate
+    itself is not checked: as in Consul, the caller has verified the TLS chain; only the URI's shape is."""
+    f = Fields(body, "Request")
+    target = f.str("Target")
+    if not target:
+        raise Invalid("Target service must be specified")
+    try:
+        client = parse_spiffe(f.str("ClientCertURI"))
+    except NotAService:
+        raise Invalid("ClientCertURI not a valid Service identifier") from None
+    except ValueError:
+        raise Invalid("ClientCertURI not a valid Connect identifier") from None
+    if client.partition != "default":
+        raise Invalid(f'Mismatched partitions: "{client.partition}" != "default"')
+    return target, client
+
+
+def authorize_response(allowed: bool, reason: str) -> dict[str, Any]:
+    return {"Authorized": allowed, "Reason": reason}
