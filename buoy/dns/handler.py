@@ -15,6 +15,7 @@ import structlog
 from dnslib import QTYPE, DNSRecord
 
 from buoy.api.client import APIError, Client, ClientError
+from buoy.core.structs.query import read_execute_response
 from buoy.dns import answers, cache, names
 from buoy.dns.answers import FORMERR, NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Query, encode, header_only
 from buoy.dns.names import Kind, Lookup, canonical_ip
@@ -150,14 +151,13 @@ class Handler:
             raise LookupFailed(f"prepared query {name!r}: {e}") from None
         except ClientError as e:
             raise LookupFailed(f"prepared query {name!r}: {e}") from None
-        result = resp.json() or {}
-        ttl_text = (result.get("DNS") or {}).get("TTL") or ""
+        result = read_execute_response(resp.json())
         try:
-            ttl = int(parse_duration(ttl_text)) if ttl_text else self.settings.service_ttl(result.get("Service", ""))
+            ttl = int(parse_duration(result.dns_ttl)) if result.dns_ttl else self.settings.service_ttl(result.service)
         except ValueError:
-            ttl = self.settings.service_ttl(result.get("Service", ""))
+            ttl = self.settings.service_ttl(result.service)
         # The query filtered health already (its own OnlyPassing); DNS's only_passing does not apply.
-        return self._service(q, list(healthy_instances(result.get("Nodes"), only_passing=False)), domain, ttl)
+        return self._service(q, list(healthy_instances(result.nodes, only_passing=False)), domain, ttl)
 
     async def _apex(self, q: Query, domain: tuple[bytes, ...]) -> Answer:
         s = self.settings

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import structlog
 
 from buoy.api.client import Client, Response
+from buoy.core.structs import catalog
 from buoy.dns.names import canonical_ip
 from buoy.dns.settings import Settings
 
@@ -60,10 +61,9 @@ class Instance:
         return self.service_address or self.node.address
 
 
-def _node(row: dict[str, Any]) -> Node:
-    meta = row.get("Meta") or {}
-    return Node(row["Node"], row.get("Address") or "", row.get("Datacenter") or "",
-                tuple(sorted((str(k), str(v)) for k, v in meta.items())))
+def _node(info: catalog.NodeInfo) -> Node:
+    return Node(info.name, info.address, info.datacenter,
+                tuple(sorted((str(k), str(v)) for k, v in info.meta.items())))
 
 
 def healthy_instances(entries: list[dict[str, Any]] | None, only_passing: bool) -> tuple[Instance, ...]:
@@ -72,15 +72,12 @@ def healthy_instances(entries: list[dict[str, Any]] | None, only_passing: bool) 
     ``only_passing``."""
     out = []
     for e in entries or ():
-        statuses = {c.get("Status") for c in e.get("Checks") or ()}
+        statuses = catalog.entry_statuses(e)
         if statuses & {"critical", "maintenance"} or (only_passing and statuses - {"passing"}):
             continue
-        svc = e["Service"]
-        weights = svc.get("Weights") or {}
-        weight = weights.get("Warning", 1) if "warning" in statuses else weights.get("Passing", 1)
-        tags = frozenset(t.lower() for t in svc.get("Tags") or ())
-        out.append(Instance(_node(e["Node"]), svc.get("Address") or "", int(svc.get("Port") or 0), tags,
-                            int(weight)))
+        svc = catalog.read_instance(e)
+        tags = frozenset(t.lower() for t in svc.tags)
+        out.append(Instance(_node(svc.node), svc.address, svc.port, tags, svc.weight("warning" in statuses)))
     return tuple(out)
 
 
@@ -91,7 +88,7 @@ class NodeTable:
 
 
 def node_table(rows: list[dict[str, Any]] | None) -> NodeTable:
-    nodes = [_node(r) for r in rows or ()]
+    nodes = [_node(catalog.read_node(r)) for r in rows or ()]
     by_address: dict[str, Node] = {}
     for n in nodes:
         ip = canonical_ip(n.address)

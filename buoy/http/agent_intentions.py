@@ -2,8 +2,7 @@
 
 Answered by every agent from its IntentionCache (buoy.connect.intentions), which follows the target's
 intentions through the agent's own HTTP API with a blocking query: the first question about a target
-costs one read (a client agent passes it to the servers), the next ones none. The certificate itself is
-not checked here: as in Consul, the caller has verified the TLS chain; only the SPIFFE URI's shape is.
+costs one read (a client agent passes it to the servers), the next ones none.
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from buoy.connect.intentions import IntentionCache, default_for
-from buoy.core.decode import Fields
-from buoy.core.errors import Invalid
-from buoy.core.spiffe import NotAService, parse_spiffe
+from buoy.core.structs import agent
 from buoy.http.context import AGENT, INTENTIONS
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
@@ -33,18 +30,7 @@ async def intention_cache(app: web.Application) -> AsyncIterator[None]:
 @routes.post("/v1/agent/connect/authorize")
 @routes.put("/v1/agent/connect/authorize")
 async def authorize(request: web.Request) -> web.Response:
-    f = Fields(await read_json(request), "Request")
-    target = f.str("Target")
-    if not target:
-        raise Invalid("Target service must be specified")
-    try:
-        client = parse_spiffe(f.str("ClientCertURI"))
-    except NotAService:
-        raise Invalid("ClientCertURI not a valid Service identifier") from None
-    except ValueError:
-        raise Invalid("ClientCertURI not a valid Connect identifier") from None
-    if client.partition != "default":
-        raise Invalid(f'Mismatched partitions: "{client.partition}" != "default"')
+    target, client = agent.parse_authorize(await read_json(request))
     cache = request.app[INTENTIONS]
     decision = await cache.authorize(target, client.service, client.namespace)
-    return json_response(request, {"Authorized": decision.allowed, "Reason": decision.reason})
+    return json_response(request, agent.authorize_response(decision.allowed, decision.reason))

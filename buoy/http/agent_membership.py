@@ -3,15 +3,13 @@ the cluster's membership as it knows it."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 import buoy
 from buoy.api.client import ClientError
 from buoy.core.errors import Failed
 from buoy.core.structs import member
-from buoy.core.structs.member import ALIVE
+from buoy.core.structs.agent import AgentSettings, alive_member, self_body
 from buoy.http import proxy
 from buoy.http.context import agent_of, node_of
 from buoy.http.respond import json_response
@@ -25,8 +23,7 @@ async def members(request: web.Request) -> web.StreamResponse:
     if agent.server is None:
         return await proxy.forward(request)  # a client knows the members through the servers
     rows = agent.server.read(lambda s: s.members.all_by_name())
-    # An agent always knows itself alive, also before its first heartbeat has reached a leader.
-    rows.setdefault(agent.cfg.node_name, dict(agent.cfg.identity(agent.node_id).member(), Status=ALIVE))
+    rows.setdefault(agent.cfg.node_name, alive_member(agent.cfg.identity(agent.node_id)))
     return json_response(request, [member.to_api(rows[n], agent.cfg.datacenter) for n in sorted(rows)])
 
 
@@ -38,7 +35,7 @@ async def agent_self(request: web.Request) -> web.Response:
     consul = {"server": str(server is not None).lower(), "known_datacenters": "1"}
     if server is not None:
         consul.update(leader=str(server.is_leader).lower(), leader_addr=server.leader_addr or "")
-    stats: dict[str, Any] = {
+    stats = {
         "agent": {"checks": str(len(node_of(request).local.checks)),
                   "services": str(len(node_of(request).local.services))},
         "build": {"version": buoy.CONSUL_COMPAT_VERSION, "buoy": buoy.__version__, "prerelease": ""},
@@ -47,24 +44,12 @@ async def agent_self(request: web.Request) -> web.Response:
     if server is not None:
         stats["raft"] = {k: str(v) for k, v in server.raft_status().items()}
         stats["buoy"] = {"blocking_queries": str(server.hub.waiting)}
-    body = {
-        "Config": {
-            "Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.datacenter, "NodeName": cfg.node_name,
-            "NodeID": agent.node_id, "Revision": "buoy", "Server": server is not None,
-            "Version": buoy.CONSUL_COMPAT_VERSION, "BuildDate": "",
-        },
-        "DebugConfig": {"Datacenter": cfg.datacenter, "NodeName": cfg.node_name, "DevMode": cfg.dev,
-                        "ServerMode": server is not None, "DataDir": cfg.data_dir or "",
-                        "ClientAddrs": [cfg.client_addr], "HTTPPort": cfg.http_port, "DNSPort": cfg.dns_port,
-                        "ServerPort": cfg.server_port, "RetryJoinLAN": list(cfg.retry_join),
-                        "IntentionsDefault": cfg.intentions_default or ""},
-        "Coord": None,
-        "Member": member.to_api(dict(cfg.identity(agent.node_id).member(), Status=ALIVE), cfg.datacenter),
-        "Stats": stats,
-        "Meta": {"consul-network-segment": "", "buoy-version": buoy.__version__},
-        "xDS": None,
-    }
-    return json_response(request, body)
+    settings = AgentSettings(
+        cfg.identity(agent.node_id), dev=cfg.dev, data_dir=cfg.data_dir or "", client_addr=cfg.client_addr,
+        http_port=cfg.http_port, dns_port=cfg.dns_port, server_port=cfg.server_port,
+        retry_join=tuple(cfg.retry_join), intentions_default=cfg.intentions_default or "",
+        version=buoy.CONSUL_COMPAT_VERSION, buoy_version=buoy.__version__)
+    return json_response(request, self_body(settings, stats))
 
 
 @routes.put("/v1/agent/leave")

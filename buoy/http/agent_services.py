@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from buoy.core.decode import Fields
 from buoy.core.errors import Invalid, NotFound
-from buoy.core.structs import catalog
-from buoy.core.structs.definitions import STATES, parse_check, parse_service
+from buoy.core.structs import agent
+from buoy.core.structs.definitions import parse_check, parse_service
 from buoy.http.context import agent_of, node_of
 from buoy.http.decode import read_json
 from buoy.http.respond import json_response
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from buoy.agent.node import NodeAgent
 
 routes = web.RouteTableDef()
-_WORST = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
 _HTTP_STATUS = {"passing": 200, "warning": 429, "critical": 503, "maintenance": 503}
 
 
@@ -36,13 +34,11 @@ def _api_scripts(request: web.Request) -> bool:
 
 
 def _service_out(request: web.Request, svc: dict[str, Any]) -> dict[str, Any]:
-    return dict(svc, Datacenter=agent_of(request).cfg.datacenter)
+    return agent.local_service(svc, agent_of(request).cfg.datacenter)
 
 
 def _check_out(request: web.Request, check: dict[str, Any]) -> dict[str, Any]:
-    agent = agent_of(request)
-    svc = node_of(request).local.services.get(check["ServiceID"])
-    return catalog.with_service(dict(check, Node=agent.cfg.node_name), svc)
+    return agent.local_check(check, agent_of(request).cfg.node_name, node_of(request).local.services)
 
 
 @routes.get("/v1/agent/services")
@@ -51,14 +47,14 @@ async def services(request: web.Request) -> web.Response:
     return json_response(request, {sid: _service_out(request, s) for sid, s in sorted(local.services.items())})
 
 
-def _hashed(request: web.Request) -> dict[str, Any]:
-    """The service as Consul's /v1/agent/service/:id returns it, with its ContentHash."""
+def _hashed(request: web.Request) -> tuple[dict[str, Any], str]:
+    """The service as Consul's /v1/agent/service/:id returns it, and its content hash."""
     svc = _node(request).local.services.get(request.match_info["id"])
     if svc is None:
         raise NotFound(f'unknown service ID: {request.match_info["id"]}')
     out = _service_out(request, svc)
     digest = hashlib.sha256(orjson.dumps(out, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-    return dict(out, ContentHash=digest)
+    return agent.hashed_service(out, digest), digest
 
 
 @routes.get("/v1/agent/service/{id}")
@@ -66,18 +62,18 @@ async def service(request: web.Request) -> web.Response:
     """Blocking by ``?hash``, as Consul's: the answer comes when the service's content hash differs from the
     one given (a proxy following its own registration waits here), or when the wait runs out."""
     node = _node(request)
-    out = _hashed(request)
+    out, digest = _hashed(request)
     known = request.query.get("hash")
     if known:
         _, wait = parse_wait(request)
         deadline = asyncio.get_running_loop().time() + wait
-        while out["ContentHash"] == known and not node.closed:
+        while digest == known and not node.closed:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
             await node.changes.wait_past(node.changes.index, remaining, lambda: node.closed)
-            out = _hashed(request)
-    return json_response(request, out, headers={"X-Consul-ContentHash": out["ContentHash"]})
+            out, digest = _hashed(request)
+    return json_response(request, out, headers={"X-Consul-ContentHash": digest})
 
 
 @routes.put("/v1/agent/service/register")
@@ -132,19 +128,14 @@ async def check_fail(request: web.Request) -> web.Response:
 
 @routes.put("/v1/agent/check/update/{id}")
 async def check_update(request: web.Request) -> web.Response:
-    f = Fields(await read_json(request), "Request", {"Status", "Output"})
-    status = f.str("Status")
-    if status not in STATES:
-        raise Invalid(f"Invalid check status: {status!r}")
-    _node(request).report(request.match_info["id"], status, f.str("Output"))
+    status, output = agent.parse_check_update(await read_json(request))
+    _node(request).report(request.match_info["id"], status, output)
     return web.Response()
 
 
 def _aggregate(request: web.Request, svc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    local = _node(request).local
-    chks = [_check_out(request, c) for c in local.checks.values() if c["ServiceID"] in ("", svc["ID"])]
-    worst = max((c["Status"] for c in chks), key=_WORST.__getitem__, default="passing")
-    return worst, {"AggregatedStatus": worst, "Service": _service_out(request, svc), "Checks": chks}
+    checks = (_check_out(request, c) for c in _node(request).local.checks.values())
+    return agent.service_health(_service_out(request, svc), checks)
 
 
 @routes.get("/v1/agent/health/service/id/{id}")
@@ -161,10 +152,10 @@ async def health_by_id(request: web.Request) -> web.Response:
 @routes.get("/v1/agent/health/service/name/{name}")
 async def health_by_name(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    found = [_aggregate(request, s) for s in _node(request).local.services.values() if s["Service"] == name]
+    found = [_aggregate(request, s) for s in _node(request).local.services.values() if agent.named(s, name)]
     if not found:
         return json_response(request, f"ServiceName {name} Not Found", status=404)
-    worst = max((w for w, _ in found), key=_WORST.__getitem__)
+    worst = agent.worst_status(w for w, _ in found)
     if request.query.get("format") == "text":
         return web.Response(text=worst, status=_HTTP_STATUS[worst])
     return json_response(request, [body for _, body in found], status=_HTTP_STATUS[worst])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from buoy.core.structs import raft
 from buoy.http.context import server_of
 from buoy.http.respond import json_response
 
@@ -27,11 +28,4 @@ async def raft_configuration(request: web.Request) -> web.Response:
     server = server_of(request)
     leader_addr = server.leader_addr
     known, index = server.read(lambda s: (dict(s.servers), s.index))
-    out = []
-    for addr in server.members():
-        info = known.get(addr, {})
-        out.append({
-            "ID": info.get("ID", addr), "Node": info.get("Node", addr), "Address": addr,
-            "Leader": addr == leader_addr, "Voter": True, "ProtocolVersion": "3",
-        })
-    return json_response(request, {"Servers": out, "Index": index})
+    return json_response(request, raft.configuration(server.members(), known, leader_addr, index))

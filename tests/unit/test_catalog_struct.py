@@ -125,3 +125,14 @@ def test_check_status() -> None:
     assert catalog.check_status("maintenance") == "maintenance"
     with pytest.raises(Invalid, match="Invalid check status 'ok'"):
         catalog.check_status("ok")
+
+
+def test_a_health_entry_reads_with_zero_values_for_what_it_omits() -> None:
+    entry = {"Node": {"Node": "n1", "Address": None}, "Service": {"Port": None, "Weights": {"Warning": 2}},
+             "Checks": [{"Status": "passing"}, {"Status": "warning"}]}
+    assert catalog.entry_statuses(entry) == {"passing", "warning"}
+    assert catalog.entry_statuses({"Checks": None}) == set()
+    svc = catalog.read_instance(entry)
+    assert svc.node == catalog.NodeInfo("n1", "", "", {})
+    assert (svc.address, svc.port, svc.tags) == ("", 0, [])
+    assert (svc.weight(warning=True), svc.weight(warning=False)) == (2, 1)

@@ -101,3 +101,10 @@ def test_responses_and_connect() -> None:
     for refused, asked in ((q, True), (prepared.decode(body(Connect=True)), False)):
         with pytest.raises(Invalid, match="^Connect must be enabled in order to use this endpoint$"):
             prepared.refuse_connect(refused, asked)
+
+
+def test_an_execute_response_reads_its_service_nodes_and_ttl() -> None:
+    answer = prepared.read_execute_response({"Service": "web", "Nodes": [], "DNS": {"TTL": "10s"}})
+    assert answer == prepared.ExecuteAnswer("web", [], "10s")
+    assert prepared.read_execute_response(None) == prepared.ExecuteAnswer("", None, "")
+    assert prepared.read_execute_response({"DNS": None}).dns_ttl == ""

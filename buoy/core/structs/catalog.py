@@ -10,7 +10,8 @@ Every message here is Consul's, word for word: clients and the integration tests
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from buoy.core.decode import Fields
@@ -300,3 +301,45 @@ def node_services(node: dict[str, Any], svcs: list[dict[str, Any]]) -> dict[str,
 def node_service_list(node: dict[str, Any], svcs: list[dict[str, Any]]) -> dict[str, Any]:
     """A node with a list of its services (Consul's NodeServiceList, /v1/catalog/node-services)."""
     return {"Node": node, "Services": [agent_service(svc) for svc in svcs]}
+
+
+# ---- reading the API's answers ------------------------------------------------------------------------
+# For the readers of Buoy's own API (DNS's views): a field an answer omits or nulls reads as its zero value.
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    address: str
+    datacenter: str
+    meta: Mapping[str, Any]
+
+
+def read_node(row: dict[str, Any]) -> NodeInfo:
+    """A ``/v1/catalog/nodes`` row, or the ``Node`` of a health entry."""
+    return NodeInfo(row["Node"], row.get("Address") or "", row.get("Datacenter") or "", row.get("Meta") or {})
+
+
+def entry_statuses(entry: dict[str, Any]) -> set[str]:
+    """The states of a health entry's checks, its node's checks included."""
+    return {c.get("Status") for c in entry.get("Checks") or ()}
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    node: NodeInfo
+    address: str  # "" when the service uses its node's address
+    port: int
+    tags: list[str]
+    weights: Mapping[str, Any]
+
+    def weight(self, warning: bool) -> int:
+        """Weights.Warning for an instance with a warning check, else Weights.Passing; 1 when unset."""
+        return int(self.weights.get("Warning", 1) if warning else self.weights.get("Passing", 1))
+
+
+def read_instance(entry: dict[str, Any]) -> InstanceInfo:
+    """The service instance of a health entry (``/v1/health/service`` or a prepared query's ``Nodes``)."""
+    svc = entry["Service"]
+    return InstanceInfo(read_node(entry["Node"]), svc.get("Address") or "", int(svc.get("Port") or 0),
+                        svc.get("Tags") or [], svc.get("Weights") or {})

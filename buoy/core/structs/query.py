@@ -1,6 +1,7 @@
 """Consul's ``PreparedQuery`` (agent/structs/prepared_query.go): its fields, the decoding of a /v1/query body,
 the validation of a write, the ``name_prefix_match`` templates that turn one stored query into the query a
-name asks for, the filters an execute applies to each instance, and the explain and execute responses.
+name asks for, the filters an execute applies to each instance, the explain and execute responses, and an
+execute response as its readers take it.
 
 A query is a ``dict`` keyed by Consul's field names, which are also its JSON names; every field is present.
 Every message here is Consul's, word for word: clients and the integration tests compare them.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from buoy.core.decode import DecodeFailed, Fields
 from buoy.core.errors import Failed, Invalid
@@ -229,3 +230,15 @@ def execute_response(query: Query, nodes: list[dict[str, Any]], datacenter: str)
     """Consul's PreparedQueryExecuteResponse; with one datacenter there is never a failover."""
     return {"Service": service_name(query), "Nodes": nodes, "DNS": query["DNS"], "Datacenter": datacenter,
             "Failovers": 0}
+
+
+class ExecuteAnswer(NamedTuple):
+    service: str
+    nodes: list[dict[str, Any]] | None  # health entries, as /v1/health/service lists them
+    dns_ttl: str  # "" when the query sets none
+
+
+def read_execute_response(body: Any) -> ExecuteAnswer:
+    """An execute response as DNS reads it from the API; an empty answer reads as one without nodes."""
+    result = body or {}
+    return ExecuteAnswer(result.get("Service", ""), result.get("Nodes"), (result.get("DNS") or {}).get("TTL") or "")
