@@ -31,6 +31,7 @@ from buoy.api.internal import HEARTBEAT, LEAVE, PEER, http_addr
 from buoy.api.signed import signed_call
 from buoy.config import Config, ConfigError, build, definitions
 from buoy.dns.server import DNSServer
+from buoy.files import narrow, private_dir, replace_file
 from buoy.http.app import serve
 
 if TYPE_CHECKING:
@@ -58,12 +59,13 @@ class Agent:
         """A stable node ID: kept in the data dir so a restart keeps it, fresh in dev mode."""
         if self.cfg.dev or not self.cfg.data_dir:
             return str(uuid.uuid4())
+        private_dir(self.cfg.data_dir)
+        narrow(self.cfg.data_dir)
         path = Path(self.cfg.data_dir, "node-id")
         if path.exists():
             return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
         node_id = str(uuid.uuid4())
-        path.write_text(node_id)
+        replace_file(path, node_id.encode())
         return node_id
 
     def _on_signal(self, signum: int) -> None:

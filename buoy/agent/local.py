@@ -11,7 +11,6 @@ and reload.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import orjson
 from buoy.core.errors import Invalid
 from buoy.core.structs import local as structs
 from buoy.core.structs.catalog import check_id, check_service_id, service_id
+from buoy.files import replace_file
 
 STATUS_FLUSH = 2.0
 
@@ -55,15 +55,9 @@ class LocalState:
             self._flush = None
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(structs.persisted(
-                (s for sid, s in self.services.items() if sid not in self.config_services),
-                (c for cid, c in self.checks.items() if cid not in self.config_checks))))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)
+        replace_file(self._path, orjson.dumps(structs.persisted(
+            (s for sid, s in self.services.items() if sid not in self.config_services),
+            (c for cid, c in self.checks.items() if cid not in self.config_checks))))
 
     def add_service(self, svc: dict[str, Any], checks: list[dict[str, Any]]) -> None:
         """Register or replace a service; a re-registration keeps the status of checks it still has."""

@@ -5,12 +5,22 @@
 from __future__ import annotations
 
 import builtins
+import json
 from typing import Any
 
 from buoy.core.errors import Invalid
 from buoy.durations import parse_duration
 
 DECODE_FAILED = "Request decode failed: "
+
+
+def json_value(raw: bytes | str) -> Any:
+    """``json.loads``, with Go's "exceeded max depth" (a ValueError) for nesting deeper than the decoder can
+    follow, which would otherwise escape as a RecursionError and an internal error."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("exceeded max depth") from None
 
 
 class DecodeFailed(Invalid):

@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from buoy.api.client import APIError, ClientError
+from buoy.api.signed import ReplayGuard
 from buoy.core.errors import Error, Failed
 from buoy.http import (
     agent_connect,
@@ -29,6 +30,7 @@ from buoy.http.context import (
     LOOP,
     MAX_BODY,
     PRETTY,
+    REPLAY_GUARD,
     AgentProcess,
     agent_of,
 )
@@ -113,6 +115,7 @@ def make_app(agent: AgentProcess) -> web.Application:
     app[BLOCKING_FORWARDS] = set()
     app[FORWARD_CLIENTS] = {}
     app[KV_BODIES] = {}
+    app[REPLAY_GUARD] = ReplayGuard()
     app.on_shutdown.append(proxy.release)
     app.on_cleanup.append(forward.close)
     app.cleanup_ctx.append(agent_intentions.intention_cache)

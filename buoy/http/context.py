@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 from buoy.api.client import Client
+from buoy.api.signed import ReplayGuard
 from buoy.config import Config
 from buoy.connect.intentions import IntentionCache
 from buoy.core.errors import Unavailable
@@ -54,6 +55,7 @@ FORWARD_CLIENTS = web.AppKey("forward_clients", dict[str, Client])  # one keep-a
 INTENTIONS = web.AppKey("intention_cache", IntentionCache)
 # Encoded single-key KV reads by key, with the ModifyIndex they were encoded at (see buoy.http.kv).
 KV_BODIES = web.AppKey("kv_bodies", dict[str, tuple[int, bytes]])
+REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)  # the signed internal calls this server accepted
 
 
 def agent_of(request: web.Request) -> AgentProcess:

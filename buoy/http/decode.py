@@ -5,12 +5,11 @@ Every problem becomes a 400 (or 413 for size) with a one-line reason before anyt
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
-from buoy.core.decode import DecodeFailed
+from buoy.core.decode import DecodeFailed, json_value
 from buoy.core.errors import TooLarge
 
 MAX_JSON_BODY = 4 * 1024 * 1024
@@ -50,6 +49,6 @@ async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return json_value(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise DecodeFailed(str(e)) from None

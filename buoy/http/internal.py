@@ -11,11 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from buoy.api.internal import APPLY, CA_SIGN, HEARTBEAT, JOIN, LEAVE, NODE, PEER
-from buoy.api.signed import signed_headers, verify_headers
+from buoy.api.signed import NONCE_HEADER, answer_headers
 from buoy.core.commands import CatalogDeregister, CatalogRegister, from_wire
-from buoy.core.decode import DecodeFailed
+from buoy.core.decode import DecodeFailed, json_value
 from buoy.core.errors import Failed, Forbidden, Invalid
-from buoy.http.context import server_of
+from buoy.http.context import REPLAY_GUARD, server_of
 from buoy.http.decode import read_body
 
 routes = web.RouteTableDef()
@@ -27,10 +27,10 @@ CATALOG_COMMANDS = (CatalogRegister, CatalogDeregister)
 async def _verified(request: web.Request) -> dict[str, Any]:
     server = server_of(request)
     body = await read_body(request, MAX_BODY)
-    if server is None or not verify_headers(server.key, request.headers, body):
+    if not request.app[REPLAY_GUARD].accept(server.key, request.method, request.path, request.headers, body):
         raise Forbidden("Permission denied: request not signed with this cluster's key")
     try:
-        payload = json.loads(body) if body else {}
+        payload = json_value(body) if body else {}
     except ValueError:
         raise DecodeFailed("invalid JSON") from None
     if not isinstance(payload, dict):
@@ -41,7 +41,8 @@ async def _verified(request: web.Request) -> dict[str, Any]:
 def _answer(request: web.Request, data: Any) -> web.Response:
     body = json.dumps(data).encode()
     key = server_of(request).key
-    return web.Response(body=body, content_type="application/json", headers=signed_headers(key, body))
+    return web.Response(body=body, content_type="application/json",
+                        headers=answer_headers(key, request.headers[NONCE_HEADER], body))
 
 
 @routes.get(PEER)

@@ -3,11 +3,10 @@ nothing applied."""
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from buoy.core.commands import Txn
+from buoy.core.decode import json_value
 from buoy.core.errors import Invalid
 from buoy.core.structs import kv
 from buoy.http.context import agent_of, server_of
@@ -22,7 +21,7 @@ async def txn(request: web.Request) -> web.Response:
     agent = agent_of(request)
     raw = await read_body(request, agent.cfg.txn_max_req_len)
     try:
-        data = json.loads(raw) if raw.strip() else None
+        data = json_value(raw) if raw.strip() else None
     except ValueError as e:
         raise Invalid(f"Failed to parse body: {e}") from None
     result = await server_of(request).apply(Txn(ops=kv.txn_ops(data)))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from buoy.api.client import Client, ClientError
 from buoy.api.internal import JOIN, PEER, http_addr
 from buoy.api.signed import signed_call
 from buoy.config import Config
+from buoy.files import replace_file
 
 log = structlog.get_logger("buoy.membership")
 RETRY_INTERVAL = 1.0
@@ -44,13 +44,7 @@ class Membership:
     def save_members(self, members: list[str]) -> None:
         if self._peers_file is None:
             return
-        self._peers_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._peers_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"version": 1, "members": sorted(members)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._peers_file)
+        replace_file(self._peers_file, json.dumps({"version": 1, "members": sorted(members)}).encode())
 
     async def _call(self, addr: str, path: str, payload: dict[str, Any] | None) -> Any:
         """One signed exchange with the server at ``addr``; the answer must be signed too."""

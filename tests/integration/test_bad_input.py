@@ -36,6 +36,9 @@ def _index(base: str) -> int:
         ("PUT", "/v1/session/create", b'{"LockDelay": "2m"}', 500, "Lock delay"),
         ("PUT", "/v1/session/create", b'{"Name": ["x"]}', 400, "Name: expected a string"),
         ("PUT", "/v1/txn", b"{", 400, "Failed to parse body"),
+        # Nesting deeper than the decoder follows: Go's words, not an internal error with a traceback.
+        ("PUT", "/v1/catalog/register", b"[" * 100_000 + b"]" * 100_000, 400, "exceeded max depth"),
+        ("PUT", "/v1/txn", b"[" * 100_000 + b"]" * 100_000, 400, "exceeded max depth"),
         ("PUT", "/v1/txn", b'[{"KV": {"Verb": "explode", "Key": "k"}}]', 400, "unknown verb"),
         ("PUT", "/v1/txn", b'[{"KV": {"Verb": "set", "Key": "k", "Value": "***"}}]', 400, "base64"),
         ("PUT", "/v1/kv/", b"x", 400, "Missing key name"),

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from buoy.api.signed import signed_headers
+from buoy.api.signed import SIGNATURE_HEADER, request_headers
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import DevAgent, Run, wait_until
 
@@ -109,7 +109,7 @@ def sign(cluster: Cluster, i: int, csr: str, service: str, key: bytes | None = N
     body = json.dumps({"csr": csr, "service": service}).encode()
     secret = base64.b64decode(cluster.key) if key is None else key
     return requests.post(f"http://127.0.0.1:{cluster.http[i]}{CA_SIGN}", data=body,
-                         headers=signed_headers(secret, body), timeout=30)
+                         headers=request_headers(secret, "POST", CA_SIGN, body), timeout=30)
 
 
 def put_configuration(addr: str, body: dict[str, Any]) -> None:
@@ -288,6 +288,31 @@ def test_leader_refuses_bad_csrs(mesh: tuple[Cluster, int]) -> None:
         assert sign(cluster, server, "not a csr", "web").status_code == 400
     # Without the cluster key the call is refused before anything is looked at.
     assert sign(cluster, follower, csr_for(f"{own}/web"), "web", key=b"k" * 32).status_code == 403
+
+
+def test_signed_calls_cannot_be_replayed(mesh: tuple[Cluster, int]) -> None:
+    """A captured internal call works once: not again, not on another path, not with another body, and a
+    signature header that is not even ASCII is a plain refusal (it was a 500 with a traceback)."""
+    cluster, _ = mesh
+    trust_domain = roots(addr(cluster, 0))["TrustDomain"]
+    body = json.dumps({"csr": csr_for(f"spiffe://{trust_domain}/ns/default/dc/dc1/svc/web"), "service": "web"}).encode()
+    headers = request_headers(base64.b64decode(cluster.key), "POST", CA_SIGN, body)
+    base = f"http://127.0.0.1:{cluster.http[cluster.wait_leader()]}"
+    first = requests.post(f"{base}{CA_SIGN}", data=body, headers=headers, timeout=30)
+    assert first.status_code == 200, first.text
+    for path, data in [(CA_SIGN, body), ("/v1/internal/buoy/leave", json.dumps({"node": "s1"}).encode()),
+                       ("/v1/internal/buoy/leave", body)]:
+        again = requests.post(f"{base}{path}", data=data, headers=headers, timeout=30)
+        assert again.status_code == 403, (path, again.status_code, again.text)
+        assert "not signed with this cluster's key" in again.text
+    other_body = json.dumps({"csr": "x", "service": "db"}).encode()
+    fresh = request_headers(base64.b64decode(cluster.key), "POST", CA_SIGN, body)
+    assert requests.post(f"{base}{CA_SIGN}", data=other_body, headers=fresh, timeout=30).status_code == 403
+    odd = dict(request_headers(base64.b64decode(cluster.key), "POST", CA_SIGN, body), **{SIGNATURE_HEADER: "é"})
+    odd_resp = requests.post(f"{base}{CA_SIGN}", data=body, headers={k: v.encode() for k, v in odd.items()},
+                             timeout=30)
+    assert odd_resp.status_code == 403, odd_resp.text
+    assert "s1" in requests.get(f"{base}/v1/catalog/nodes", timeout=10).text  # the replayed leave did nothing
 
 
 def test_rate_limit(mesh: tuple[Cluster, int]) -> None:

@@ -43,6 +43,7 @@ class Upgraded:
     api: Api
     manifest: dict[str, Any]
     variant: str
+    data_dir: Path
 
     @property
     def expect(self) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def upgraded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     assert manifest["raft_addr"] == f"127.0.0.1:{RAFT_PORT}"
     with raft_port_held(RAFT_PORT), running_agent(manifest["flags"], tmp / "fixture" / variant,
                                                   tmp / "agent.log") as agent:
-        yield Upgraded(agent.api, manifest, variant)
+        yield Upgraded(agent.api, manifest, variant, tmp / "fixture" / variant)
 
 
 def test_fixture_is_what_it_claims() -> None:
@@ -203,3 +204,13 @@ def test_new_write_goes_after_the_old_ones(upgraded: Upgraded) -> None:
     api.put_kv(NEW_KEY, b"new")
     [entry] = api.get(f"/v1/kv/{NEW_KEY}")
     assert entry["CreateIndex"] == entry["ModifyIndex"] > upgraded.expect["max_index"]
+
+
+def test_data_dir_is_private(upgraded: Upgraded) -> None:
+    """The earlier release left node-id, local.json and peers.json 0644; from the first start of this one
+    everything in the data dir is its owner's alone, the files written since included."""
+    upgraded.api.put_kv("private/check", b"1")
+    modes = {str(p.relative_to(upgraded.data_dir)): p.stat().st_mode & 0o777
+             for p in [upgraded.data_dir, *upgraded.data_dir.rglob("*")]}
+    assert modes and all(mode == (0o700 if (upgraded.data_dir / name).is_dir() else 0o600)
+                         for name, mode in modes.items()), modes

@@ -34,6 +34,8 @@ import msgpack
 from pysyncobj.journal import Journal
 from pysyncobj.journal import MemoryJournal as _PysyncobjMemoryJournal
 
+from buoy.files import fsync_dir, replace_file, write_all
+
 logger = logging.getLogger(__name__)
 
 MAGIC = b"BUOYRAFTLOG\n"
@@ -62,27 +64,6 @@ def fail_stop(message: str) -> None:
     os._exit(70)
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_durably(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that after a crash it holds either the old or the new data."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
 def _lock_dir(directory: str, lock_path: str) -> int:
     # Two servers appending to one journal would interleave their logs. The kernel drops the lock
     # when its holder dies, kill -9 included.
@@ -93,13 +74,6 @@ def _lock_dir(directory: str, lock_path: str) -> int:
         os.close(fd)
         raise JournalInUse(f"the Raft data directory {directory} is in use by another server") from None
     return fd
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _record(payload: list[Any]) -> bytes:
@@ -198,7 +172,7 @@ class DurableJournal(Journal):
         self._term, self._voted_for = term, votedForNodeId
         data = msgpack.packb({"version": FORMAT_VERSION, "term": term, "voted_for": votedForNodeId})
         try:
-            write_file_durably(self._meta_path, data)
+            replace_file(self._meta_path, data)
         except OSError as e:
             fail_stop(f"cannot persist Raft term and vote: {e}")
 
@@ -253,7 +227,7 @@ class DurableJournal(Journal):
         if not self._buffer:
             return
         try:
-            _write_all(self._fd, self._buffer)
+            write_all(self._fd, self._buffer)
         except OSError as e:
             fail_stop(f"cannot write the Raft journal: {e}")
         self._size += len(self._buffer)
@@ -271,7 +245,7 @@ class DurableJournal(Journal):
         parts.append(_record([_COMMIT, self._commit]))
         data = b"".join(parts)
         try:
-            write_file_durably(self._path, data)
+            replace_file(self._path, data)
         except OSError as e:
             fail_stop(f"cannot rewrite the Raft journal: {e}")
         self._commit_written = self._commit

@@ -16,6 +16,8 @@ from typing import Any
 import msgpack
 from pysyncobj import FAIL_REASON
 
+from buoy.files import private_dir
+
 from .errors import NO_LEADER, RETRYABLE, SHUTDOWN, TIMEOUT, RaftError, error_for
 from .fsm import StateMachine
 from .journal import DurableJournal, JournalInUse, MemoryJournal, align_to_snapshot
@@ -132,7 +134,7 @@ class RaftNode:
         if data_dir is None:
             self._tmp_dir = tempfile.mkdtemp(prefix="buoy-raft-")
             return MemoryJournal(), self._tmp_dir
-        os.makedirs(data_dir, exist_ok=True)
+        private_dir(data_dir)
         try:
             journal = DurableJournal(
                 os.path.join(data_dir, JOURNAL_FILE),

@@ -16,8 +16,9 @@ from typing import Any
 import msgpack
 from pysyncobj.node import TCPNode
 
+from buoy.files import FILE_MODE, fsync_dir, write_all
+
 from .fsm import StateMachine
-from .journal import fsync_dir
 
 FORMAT_VERSION = 1
 
@@ -38,11 +39,9 @@ def make_serializer(fsm: StateMachine) -> Callable[[str, Any], None]:
             "state": fsm.dump(),
         }
         data = msgpack.packb(doc, use_bin_type=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
