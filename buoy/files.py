@@ -49,7 +49,9 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 def replace_file(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data``, durably and readable by its owner only."""
     path = os.fspath(path)
-    private_dir(os.path.dirname(os.path.abspath(path)))
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):  # an existing one was narrowed at start (see narrow)
+        private_dir(parent)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
@@ -59,4 +61,4 @@ def replace_file(path: str | Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_dir(parent)

@@ -12,7 +12,6 @@ LEAVE = f"{PREFIX}/leave"  # a graceful leave or a force-leave, to the leader
 CA_SIGN = f"{PREFIX}/ca/sign"  # an agent's leaf CSR, to the leader
 NODE = f"{PREFIX}/node"  # a client agent reads its node's services and checks (anti-entropy)
 APPLY = f"{PREFIX}/apply"  # a client agent's catalog registration, proposed by a server
-LEADER_ONLY = (JOIN, HEARTBEAT, LEAVE, CA_SIGN)
 
 
 def http_addr(addr: str, default_port: int) -> str:

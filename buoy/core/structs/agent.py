@@ -87,7 +87,7 @@ def worst_status(statuses: Iterable[str]) -> str:
 def service_health(service: dict[str, Any], checks: Iterable[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """A service's aggregated status and its ``/v1/agent/health/service`` body: the node's own checks count
     against every service, as in Consul."""
-    mine = [c for c in checks if c["ServiceID"] in ("", service["ID"])]
+    mine = [c for c in checks if catalog.decides_health(c, service["ID"])]
     worst = worst_status(c["Status"] for c in mine)
     return worst, {"AggregatedStatus": worst, "Service": service, "Checks": mine}
 

@@ -234,6 +234,12 @@ def has_node_meta(node: dict[str, Any], pairs: Iterable[tuple[str, str]]) -> boo
     return all(node["Meta"].get(k) == v for k, v in pairs)
 
 
+def decides_health(check: dict[str, Any], service_id: str) -> bool:
+    """Whether ``check`` counts toward the health of the instance ``service_id``: its own checks and the
+    node's (a node-level check counts against every service on the node, as in Consul)."""
+    return check["ServiceID"] in ("", service_id)
+
+
 def all_passing(checks: Iterable[dict[str, Any]]) -> bool:
     return all(c["Status"] == "passing" for c in checks)
 

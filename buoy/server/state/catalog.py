@@ -12,6 +12,7 @@ from buoy.core.errors import Failed
 from buoy.core.structs.catalog import (
     check_status,
     connect_name,
+    decides_health,
     service_key,
     stored_check,
     stored_node,
@@ -47,7 +48,7 @@ class CatalogTable:
 
     def service_checks(self, node: str, service_id: str) -> list[dict[str, Any]]:
         """The checks that decide an instance's health: the node's own checks and the service's."""
-        return [c for c in self.checks.get(node, {}).values() if c["ServiceID"] in ("", service_id)]
+        return [c for c in self.checks.get(node, {}).values() if decides_health(c, service_id)]
 
     def health_entries(self, name: str, connect: bool = False) -> list[tuple[dict[str, Any], dict[str, Any],
                                                                         list[dict[str, Any]]]]:

@@ -12,11 +12,10 @@ Intention writes are never part of a ``/v1/txn``, so the table keeps no undo ste
 from __future__ import annotations
 
 from buoy.core.errors import Failed
-from buoy.core.spiffe import WILDCARD
+from buoy.core.spiffe import DEFAULT_NS, WILDCARD
 from buoy.core.structs.intention import Intention, evaluation_order, precedence
 from buoy.server.state.indexed import IndexedTable
 
-DEFAULT_NS = "default"
 Pair = tuple[str, str]  # (SourceName, DestinationName)
 
 

@@ -59,10 +59,6 @@ class KVTable:
             best = max(best, self.tombstones[key][0])
         return best or self.index
 
-    def key_index(self, key: str) -> int:
-        entry = self.entries.get(key)
-        return entry["ModifyIndex"] if entry else self.index
-
     # ---- writes (called only from buoy.server.fsm; each returns the keys it touched) ----------------
 
     def _put(self, key: str, entry: dict[str, Any] | None, index: int, undo: UndoLog) -> None:
